@@ -1,0 +1,34 @@
+# AtlasForge: `make demo` and `make test` are the only set-up commands a fresh machine needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.atlasforge-installed
+DEMO   ?= datasets/demo
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+# Idempotent: re-runs only when the dependency declarations change.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# monailabel without its sam2 dependency; see setup.cfg for why and for the rest of its dependencies.
+	$(PY) -m pip install -q --no-deps monailabel==0.8.5
+	touch $@
+
+demo: install
+	$(PY) datasets/phantoms.py --out $(DEMO) --cases 4 --seed 0 --dicom --preview
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache
