@@ -12,7 +12,6 @@ install: $(STAMP)
 # Idempotent: re-runs only when the dependency declarations change.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	# monailabel without its sam2 dependency; see setup.cfg for why and for the rest of its dependencies.
 	$(PY) -m pip install -q --no-deps monailabel==0.8.5
