@@ -1,0 +1,120 @@
+"""Masked BCE + whole-crop Dice, label channels with organs including lesions, partial-label templates/datalist."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from universal_train_data import write_phantoms
+from universal_model.losses import MaskedBCEDiceLoss
+from universal_model.metrics import MaskedDiceMetric
+from universal_model.partial_labels import TEMPLATES, main as partial_main, resolve_labels_present
+from universal_model.transforms import UNLABELLED, LabelToChannels, LabelToChannelsd
+
+
+def _target(labelled_rows):
+    t = (torch.rand(2, 6, 8, 8, 8) > 0.7).float()
+    for b, k in labelled_rows:
+        t[b, k] = UNLABELLED
+    return t
+
+
+def test_unlabelled_classes_get_exactly_zero_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 8, 8, 8, requires_grad=True)
+    hidden = [(0, 1), (0, 4), (1, 0), (1, 5)]
+    loss = MaskedBCEDiceLoss()(logits, _target(hidden))
+    loss.backward()
+    for b, k in hidden:
+        assert torch.count_nonzero(logits.grad[b, k]) == 0
+    assert torch.count_nonzero(logits.grad[0, 0]) > 0 and torch.isfinite(loss)
+
+
+def test_masked_loss_ignores_values_of_unlabelled_channels():
+    torch.manual_seed(1)
+    logits, t = torch.randn(2, 6, 8, 8, 8), _target([(0, 2)])
+    other = logits.clone()
+    other[0, 2] = 100.0  # changes nothing: the channel is not labelled for sample 0
+    loss = MaskedBCEDiceLoss()
+    assert loss(logits, t) == loss(other, t)
+    assert loss(logits, torch.full_like(t, UNLABELLED)) == 0
+
+
+def test_dice_is_over_the_whole_crop_not_per_slice():
+    loss = MaskedBCEDiceLoss(lambda_bce=0.0, smooth=1.0)
+    t = torch.zeros(1, 1, 4, 4, 4)
+    t[0, 0, 0] = 1  # only the first slice is foreground
+    logits = torch.where(t > 0, 20.0, -20.0)  # perfect prediction
+    assert loss(logits, t) < 1e-6  # a per-slice Dice would add 1 for each empty slice
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_label_channels_organs_include_lesions_and_hidden_classes(as_tensor):
+    lab = np.zeros((1, 10, 6, 6), np.uint8)
+    lab[0, :4] = 6
+    lab[0, 1:3, 1:3, 1:3] = 27  # liver tumour over liver
+    lab[0, 5:7] = 2
+    lab[0, 8:] = 3
+    lab[0, 6, 2, 2] = 26  # kidney tumour inside the right kidney
+    lab[0, 8, 2, 2] = 26  # ... and inside the left kidney
+    hosts = {26: [2, 3], 27: [6]}
+    y = LabelToChannels(32, hosts)(torch.as_tensor(lab) if as_tensor else lab)
+    assert y.shape == (32, 10, 6, 6)
+    assert y[5].sum() == ((lab == 6) | (lab == 27)).sum() and y[26].sum() == (lab == 27).sum()
+    assert y[1, 6, 2, 2] == 1 and y[2, 6, 2, 2] == 0 and y[2, 8, 2, 2] == 1 and y[1, 8, 2, 2] == 0
+    d = LabelToChannelsd("label", lesion_hosts=hosts)({"label": lab, "labels_present": "LiTS"})
+    assert torch.equal(d["labels_present"].nonzero().flatten(), torch.tensor([5, 26]))
+    assert (d["label"][0] == UNLABELLED).all() and torch.equal(d["label"][5], y[5])
+
+
+def test_masked_dice_metric_skips_unlabelled():
+    y = torch.zeros(1, 3, 4, 4, 4)
+    y[0, 0, :2] = 1
+    y[0, 1] = UNLABELLED
+    y[0, 2, 2:] = 1
+    pred = y.clamp(min=0).clone()
+    pred[0, 1] = 1  # would be Dice 0 against the clamped label if it counted
+    m = MaskedDiceMetric()
+    m(pred, y)
+    assert m.aggregate().item() == pytest.approx(1.0)
+
+
+def test_templates_and_resolution():
+    assert TEMPLATES["BTCV"] == list(range(1, 14)) and TEMPLATES["AbdomenAtlas"] == list(range(1, 26))
+    assert TEMPLATES["KiTS"] == [2, 3, 26, 32] and TEMPLATES["LiTS"] == [6, 27]
+    assert resolve_labels_present([27, 6, 6]) == [6, 27]
+    with pytest.raises(ValueError, match="unknown template"):
+        resolve_labels_present("NotADataset")
+    with pytest.raises(ValueError, match="outside"):
+        resolve_labels_present([0, 33])
+
+
+def test_partial_datalist_cli(tmp_path, capsys):
+    write_phantoms(tmp_path / "ph", cases=5)
+    assert partial_main(["--phantoms", str(tmp_path / "ph"), "--num_val", "1"]) == 0
+    d = json.loads((tmp_path / "ph" / "datalist_partial.json").read_text())
+    assert [e["dataset"] for e in d["training"]] == ["AbdomenAtlas", "BTCV", "LiTS", "KiTS"]
+    assert d["training"][2]["labels_present"] == [6, 27] and d["validation"][0]["dataset"] == "Full"
+    assert partial_main(["--phantoms", str(tmp_path / "missing")]) == 2
+    assert "phantom folder not found" in capsys.readouterr().err
+
+
+def test_prepare_batch_keeps_only_labelled_classes():
+    from universal_model.training import PrepareLabelledClasses
+
+    label = torch.zeros(2, 32, 4, 4, 4)
+    mask = torch.zeros(2, 32)
+    mask[0, [5, 26]] = 1  # LiTS
+    mask[1, [30]] = 1  # MSD Lung
+    label[0, [i for i in range(32) if i not in (5, 26)]] = UNLABELLED
+    label[1, [i for i in range(32) if i != 30]] = UNLABELLED
+    image, target, args, kwargs = PrepareLabelledClasses()(
+        {"image": torch.rand(2, 1, 4, 4, 4), "label": label, "labels_present": mask}
+    )
+    assert kwargs["class_indices"].tolist() == [5, 26, 30] and target.shape == (2, 3, 4, 4, 4)
+    assert (target[0, 2] == UNLABELLED).all() and (target[1, :2] == UNLABELLED).all() and args == ()
+    image, target = PrepareLabelledClasses()({"image": torch.rand(1, 1, 4, 4, 4), "label": label[:1]})
+    assert target.shape[1] == 32
