@@ -1,0 +1,87 @@
+"""configs/evaluate.json of the universal bundle: Dice, NSD, partial labels and lesion detection, via the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from universal_helpers import run_bundle, write_nifti
+
+AFF = np.diag([1.0, 1.0, 2.0, 1.0])
+
+
+def _labels(shape=(30, 30, 20)):
+    lab = np.zeros(shape, np.uint8)
+    lab[5:20, 5:20, 3:15] = 6  # liver
+    return lab
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    cases = {}
+    # case_a: perfect liver, GT liver tumor found -> TP
+    gt = _labels()
+    gt[8:11, 8:11, 5:8] = 27
+    cases["case_a"] = (gt, gt.copy(), None)
+    # case_b: liver shifted by 1 voxel, no tumor in GT but one predicted -> FP; spleen not annotated in GT
+    gt = _labels()
+    pred = np.zeros_like(gt)
+    pred[6:21, 5:20, 3:15] = 6
+    pred[10:12, 10:12, 6:8] = 27
+    pred[22:28, 22:28, 2:6] = 1  # spleen predicted, but ignored: case lists only liver and its tumor
+    cases["case_b"] = (gt, pred, ["liver", "Liver Tumor"])
+    # case_c: GT tumor missed -> FN
+    gt = _labels()
+    gt[12:15, 12:15, 5:8] = 27
+    pred = _labels()
+    cases["case_c"] = (gt, pred, None)
+    entries = []
+    for name, (g, p, present) in cases.items():
+        write_nifti(root / "data" / name / "combined_labels.nii.gz", g, AFF)
+        write_nifti(root / "pred" / name / "combined_labels.nii.gz", p, AFF)
+        e = {"case": name, "image": f"{name}/ct.nii.gz", "label": f"{name}/combined_labels.nii.gz"}
+        if present:
+            e["labels_present"] = present
+        entries.append(e)
+    (root / "data" / "datalist.json").write_text(json.dumps({"test": entries}))
+    res = run_bundle("evaluate.json", "--dataset_dir", root / "data", "--prediction_dir", root / "pred",
+                     "--metrics_dir", root / "metrics", "--nsd_tolerance_mm", "2.0")
+    assert res.returncode == 0, res.stderr[-4000:]
+    return root, res.stdout
+
+
+def test_outputs_and_table(evaluated):
+    root, stdout = evaluated
+    assert {p.name for p in (root / "metrics").iterdir()} >= {"metrics.json", "summary.csv", "per_case.csv"}
+    assert "NSD@2mm" in stdout and "liver_tumor" in stdout
+    rows = list(csv.DictReader((root / "metrics" / "per_case.csv").open()))
+    assert {r["case"] for r in rows} == {"case_a", "case_b", "case_c"}
+
+
+def test_dice_nsd_values(evaluated):
+    m = json.loads((evaluated[0] / "metrics" / "metrics.json").read_text())
+    pc = m["per_case"]
+    assert pc["case_a"]["liver"]["dice"] == pytest.approx(1.0)
+    assert pc["case_a"]["liver"]["nsd"] == pytest.approx(1.0)
+    assert 0.8 < pc["case_b"]["liver"]["dice"] < 1.0
+    # a 1 mm shift is (nearly) all within the 2 mm tolerance: NSD well above Dice
+    assert pc["case_b"]["liver"]["nsd"] > max(0.95, pc["case_b"]["liver"]["dice"])
+    assert pc["case_a"]["spleen"]["dice"] is None  # absent in both: no number
+
+
+def test_labels_present_respected(evaluated):
+    m = json.loads((evaluated[0] / "metrics" / "metrics.json").read_text())
+    assert set(m["per_case"]["case_b"]) == {"liver", "liver_tumor"}
+    spleen = [r for r in m["summary"] if r["class"] == "spleen"][0]
+    assert spleen["cases"] == 2  # case_b does not annotate the spleen
+
+
+def test_lesion_detection(evaluated):
+    m = json.loads((evaluated[0] / "metrics" / "metrics.json").read_text())
+    tumor = [r for r in m["summary"] if r["class"] == "liver_tumor"][0]
+    assert (tumor["tp"], tumor["fn"], tumor["tn"], tumor["fp"]) == (1, 1, 0, 1)
+    assert tumor["sensitivity"] == pytest.approx(0.5) and tumor["specificity"] == pytest.approx(0.0)

@@ -1,0 +1,196 @@
+"""Post-processing rules, inversion to the original grid, prompts and writer conventions of the universal bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from universal_helpers import BUNDLE  # noqa: F401  (puts the bundle on sys.path)
+from universal_model.postprocess import (
+    AnatomicalPostProcessd,
+    SigmoidThresholdd,
+    assign_left_right,
+    largest_component,
+    remove_small_components,
+    restrict_lesions,
+)
+from universal_model.prompts import resolve_prompts
+from universal_model.spatial import resample_mask_nearest
+from universal_model.writer import combine_labels
+
+RAS = np.diag([1.0, 1.0, 1.0, 1.0])
+LPS_AXES = np.diag([-1.0, -1.0, 1.0, 1.0])  # voxel axes towards L, P, S; world still RAS (what MONAI readers give)
+
+
+def _box(shape, lo, hi):
+    m = np.zeros(shape, np.uint8)
+    m[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1
+    return m
+
+
+def test_largest_component_keeps_biggest():
+    m = _box((20, 20, 20), (2, 2, 2), (8, 8, 8)) | _box((20, 20, 20), (12, 12, 12), (14, 14, 14))
+    out = largest_component(m)
+    assert out.sum() == 6**3 and out[13, 13, 13] == 0 and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("affine, space", [(RAS, "RAS"), (LPS_AXES, "RAS"), (np.diag([1.0, 1, 1, 1]), "LPS")])
+def test_left_right_by_position(affine, space):
+    """Two kidneys, both predicted as 'right'; the one towards the patient's left must become left."""
+    shape = (30, 10, 10)
+    low_x = _box(shape, (2, 2, 2), (8, 8, 8))  # small first index
+    high_x = _box(shape, (20, 2, 2), (26, 8, 8))
+    right, left = assign_left_right(low_x | high_x, np.zeros(shape, np.uint8), affine, space)
+    # world x of voxel i is affine[0,0]*i: RAS world -> patient left is -x; LPS world -> +x
+    left_is_low_index = (affine[0, 0] > 0) == (space == "RAS")
+    expected_left = low_x if left_is_low_index else high_x
+    np.testing.assert_array_equal(left, expected_left)
+    np.testing.assert_array_equal(right, (low_x | high_x) - expected_left)
+
+
+def test_left_right_single_component_keeps_majority_side_and_drops_specks():
+    shape = (30, 10, 10)
+    organ = _box(shape, (2, 2, 2), (10, 8, 8))
+    speck = _box(shape, (25, 5, 5), (26, 6, 6))
+    left_pred = organ.copy()
+    left_pred[2:4] = 0
+    right_pred = organ - left_pred
+    right, left = assign_left_right(right_pred | speck, left_pred, RAS, "RAS", min_fraction=0.1)
+    np.testing.assert_array_equal(left, organ)
+    assert right.sum() == 0
+
+
+def test_lesions_outside_host_removed_and_min_size():
+    shape = (40, 40, 40)
+    liver = _box(shape, (5, 5, 5), (20, 20, 20))
+    inside = _box(shape, (8, 8, 8), (12, 12, 12))  # 64 voxels
+    near = _box(shape, (21, 8, 8), (23, 12, 12))  # 1-2 voxels outside: within 5 mm dilation
+    far = _box(shape, (30, 30, 30), (35, 35, 35))
+    kept = restrict_lesions(inside | near | far, liver, (1.0, 1.0, 1.0), dilation_mm=5.0)
+    assert kept[10, 10, 10] and kept[22, 10, 10] and not kept[32, 32, 32]
+    tiny = _box(shape, (15, 15, 15), (16, 16, 17))  # 2 voxels
+    out = remove_small_components(inside | tiny, min_voxels=10)
+    assert out[10, 10, 10] == 1 and out[15, 15, 15] == 0
+
+
+def test_anatomical_postprocess_transform_end_to_end():
+    shape = (30, 30, 30)
+    liver = _box(shape, (2, 2, 2), (15, 15, 15)) | _box(shape, (25, 25, 25), (27, 27, 27))
+    tumor_in = _box(shape, (5, 5, 5), (9, 9, 9))
+    tumor_out = _box(shape, (20, 2, 20), (28, 6, 28))
+    tumor_small = _box(shape, (12, 12, 12), (13, 13, 13))
+    masks = np.stack([liver, tumor_in | tumor_out | tumor_small])
+    from monai.data import MetaTensor
+
+    t = AnatomicalPostProcessd("pred", largest_component=["liver"], lesion_host_dilation_mm=2.0,
+                               min_lesion_volume_mm3=8 * 1.5**3)
+    d = t({"pred": MetaTensor(torch.from_numpy(masks), affine=torch.diag(torch.tensor([1.5, 1.5, 1.5, 1.0]))),
+           "pred_classes": [6, 27]})
+    out = d["pred"].numpy()
+    assert out[0, 26, 26, 26] == 0 and out[0, 5, 5, 5] == 1  # liver: largest piece only
+    assert out[1, 6, 6, 6] == 1  # tumor inside the liver kept
+    assert out[1, 24, 4, 24] == 0  # tumor far outside removed
+    assert out[1, 12, 12, 12] == 0  # 1-voxel tumor below the minimum size
+
+
+def test_sigmoid_threshold_and_subset_channels():
+    logits = torch.tensor([-3.0, 3.0, 0.1, -0.1]).reshape(2, 2, 1, 1).repeat(1, 1, 2, 2)
+    d = SigmoidThresholdd("pred", class_indices=[5, 26], threshold={"default": 0.5, "liver_tumor": 0.9})(
+        {"pred": logits.clone()})
+    assert d["pred_classes"] == [6, 27] and d["pred"].dtype == torch.uint8
+    assert int(d["pred"][0].sum()) == 4 and int(d["pred"][1].sum()) == 0  # sigmoid(0.1) = 0.52 < 0.9
+
+
+@pytest.mark.parametrize("net_affine", [np.diag([1.5, 1.5, 1.5, 1.0]), np.array(
+    [[0, 0, 1.5, -3.0], [-1.5, 0, 0, 10.0], [0, 1.5, 0, 2.0], [0, 0, 0, 1]])])
+def test_resample_nearest_matches_world_positions(net_affine):
+    """Each original voxel takes the network voxel whose centre is nearest in world space."""
+    rng = np.random.default_rng(1)
+    src = (rng.random((12, 14, 10)) > 0.5).astype(np.uint8)
+    dst_affine = np.array([[-0.7, 0, 0, 8.0], [0, -0.9, 0, 12.0], [0, 0, 2.5, 1.0], [0, 0, 0, 1]])
+    dst_shape = (20, 18, 7)
+    out = resample_mask_nearest(src, net_affine, dst_affine, dst_shape)
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in dst_shape], indexing="ij"), -1).reshape(-1, 3)
+    world = ijk @ dst_affine[:3, :3].T + dst_affine[:3, 3]
+    vox = np.floor((world - net_affine[:3, 3]) @ np.linalg.inv(net_affine[:3, :3]).T + 0.5).astype(int)
+    ok = np.all((vox >= 0) & (vox < src.shape), axis=1)
+    expected = np.zeros(len(ijk), np.uint8)
+    expected[ok] = src[tuple(vox[ok].T)]
+    np.testing.assert_array_equal(out.reshape(-1), expected)
+
+
+def test_combined_labels_lesions_over_organs():
+    organ = np.ones((4, 4, 4), np.uint8)
+    lesion = np.zeros_like(organ)
+    lesion[1, 1, 1] = 1
+    combined = combine_labels(np.stack([lesion, organ, organ]), [27, 6, 3], lesion_classes=[26, 27])
+    assert combined[1, 1, 1] == 27 and combined[0, 0, 0] == 6  # lesion over organ; higher organ index wins
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("['liver','liver tumor']", [5, 26]),
+    (["Liver", "LIVER_TUMOR"], [5, 26]),
+    ("Segment pancreatic tumors, if any", [10, 27]),
+    (["kidneys"], [1, 2]),
+    (["kidney cysts"], [1, 2, 31]),
+    (None, None),
+    ("all", None),
+])
+def test_prompts(prompt, expected):
+    assert resolve_prompts(prompt) == expected
+
+
+def test_unknown_prompt_error_lists_names():
+    with pytest.raises(ValueError, match="unknown class 'brain'.*Spleen \\(spleen\\)"):
+        resolve_prompts(["liver", "brain"])
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPS"])
+def test_left_right_through_the_pipeline(tmp_path, orientation):
+    """Read -> Orientationd RAS -> Spacingd -> L/R rule -> back to the original grid, for RAS and LPS files."""
+    from monai.transforms import Orientationd, Spacingd
+
+    from universal_helpers import write_nifti
+    from universal_model.io import LoadCTd
+    from universal_model.spatial import InvertToOriginalSpaced
+
+    shape = (30, 12, 10)
+    vol = np.zeros(shape, np.int16)
+    vol[2:8, 3:9, 2:8] = 1  # first voxel axis: towards R (RAS file) or towards L (LPS file)
+    vol[20:26, 3:9, 2:8] = 1
+    flip = -1.0 if orientation == "LPS" else 1.0
+    affine = np.diag([flip * 1.2, flip * 0.9, 3.0, 1.0])
+    path = write_nifti(tmp_path / "seg.nii.gz", vol, affine)
+    d = LoadCTd("image", copy_to="original_ct")({"image": str(path)})
+    d = Spacingd("image", pixdim=(1.5, 1.5, 1.5), mode="nearest")(Orientationd("image", axcodes="RAS")(d))
+    right_pred = (d["image"][0] > 0.5).to(torch.uint8)
+    from monai.data import MetaTensor
+
+    pred = MetaTensor(torch.stack([right_pred, torch.zeros_like(right_pred)]), meta=d["image"].meta)
+    d.update({"pred": pred, "pred_classes": [2, 3]})  # right kidney, left kidney
+    d = AnatomicalPostProcessd("pred", paired_organs=[["kidney_right", "kidney_left"]])(d)
+    out = InvertToOriginalSpaced("pred", ref_key="original_ct")(d)["pred"].numpy()
+    assert out.shape[1:] == shape
+    high_i_is_left = orientation == "LPS"
+    low, high = (slice(2, 8), slice(3, 9), slice(2, 8)), (slice(20, 26), slice(3, 9), slice(2, 8))
+    left_blob, right_blob = (high, low) if high_i_is_left else (low, high)
+    assert out[1][left_blob].mean() > 0.9 and out[1][right_blob].sum() == 0
+    assert out[0][right_blob].mean() > 0.9 and out[0][left_blob].sum() == 0
+
+
+def test_lesion_report_diameter_and_host():
+    """A 25 mm sphere inside the pancreas is reported as one 25 mm pancreas tumor."""
+    from universal_model.report import lesion_records
+
+    spacing = np.array([0.8, 0.8, 1.5])
+    shape = (80, 80, 40)
+    grid = np.stack(np.meshgrid(*[np.arange(s) * sp for s, sp in zip(shape, spacing)], indexing="ij"), -1)
+    centre = np.array([32.0, 32.0, 30.0])
+    tumor = (np.linalg.norm(grid - centre, axis=-1) <= 12.5).astype(np.uint8)
+    pancreas = (np.linalg.norm(grid - centre, axis=-1) <= 20).astype(np.uint8)
+    recs = lesion_records(tumor, np.diag([*spacing, 1.0]), {"Pancreas": pancreas}, "Pancreas Tumor")
+    assert len(recs) == 1
+    assert recs[0]["diameter_mm"] == pytest.approx(25.0, abs=1.6)
+    assert recs[0]["host_organ"] == "Pancreas" and recs[0]["description"].startswith("Pancreas Tumor 1: 2")
+    assert recs[0]["volume_ml"] == pytest.approx(4 / 3 * np.pi * 12.5**3 / 1000, rel=0.1)
