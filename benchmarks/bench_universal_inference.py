@@ -1,12 +1,13 @@
 """Seconds and peak memory of universal_abdomen_ct_segmentation inference on one synthetic phantom (CPU).
 
-Generates a phantom with ``datasets/phantoms.py``, saves random weights of the default network, runs the real CLI
+Generates a phantom with ``datasets/phantoms.py``, uses the shipped ``models/model.pt`` (or, with ``--random_weights`` or
+when none is shipped, random weights of the default network), runs the real CLI
 (``python -m monai.bundle run --config_file configs/inference.json ...``) as a child process and prints its wall time
 and peak resident memory (``os.wait4`` resource usage of that child, ``ru_maxrss``).
 
 Usage:
-    python benchmarks/universal_inference.py --shape 256,256,160 --spacing 1.5,1.5,2.0
-    python benchmarks/universal_inference.py --shape 512,512,300 --spacing 0.8,0.8,1.5 [--prompts "['liver']"]
+    python benchmarks/bench_universal_inference.py --shape 256,256,160 --spacing 1.5,1.5,2.0
+    python benchmarks/bench_universal_inference.py --shape 512,512,300 --spacing 0.8,0.8,1.5 [--prompts "['liver']"]
     [--work DIR] [--extra "--stitch_dtype \\$torch.float16"]
 """
 
@@ -26,14 +27,14 @@ BUNDLE = REPO / "bundles" / "universal_abdomen_ct_segmentation"
 
 
 def random_default_weights(path: Path) -> None:
-    """State dict of the default inference network (light U-Net, feature size 16, text prompts), random init."""
+    """State dict of the default inference network (light U-Net, feature size 8, 64^3, text prompts), random init."""
     sys.path.insert(0, str(BUNDLE))
     import torch
 
     from universal_model.network import UniversalModel
 
     torch.manual_seed(0)
-    net = UniversalModel(backbone="unet", img_size=(96, 96, 96), encoding="text", feature_size=16,
+    net = UniversalModel(backbone="unet", img_size=(64, 64, 64), encoding="text", feature_size=8,
                          prompt_embeddings=str(BUNDLE / "models" / "prompt_embeddings.pt"))
     torch.save(net.state_dict(), path)
 
@@ -45,9 +46,12 @@ def main() -> int:
     ap.add_argument("--prompts", default=None)
     ap.add_argument("--work", default=None, help="working folder (default: a new temporary folder)")
     ap.add_argument("--extra", default="", help="extra CLI overrides for the bundle run")
+    ap.add_argument("--random_weights", action="store_true", help="time random weights, not the shipped model")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="universal_bench_"))
-    data, out, model = work / "data", work / "out", work / "random_default.pt"
+    data, out = work / "data", work / "out"
+    shipped = BUNDLE / "models" / "model.pt"
+    model = work / "random_default.pt" if args.random_weights or not shipped.exists() else shipped
     if not data.exists():
         subprocess.run([sys.executable, str(REPO / "datasets" / "phantoms.py"), "--out", str(data), "--cases", "1",
                         "--seed", "1", "--shape", args.shape, "--spacing", args.spacing, "--quiet"], check=True)
@@ -66,7 +70,7 @@ def main() -> int:
     if os.waitstatus_to_exitcode(status):
         print(log.read_text()[-3000:], file=sys.stderr)
         return 1
-    print(f"shape {args.shape} spacing {args.spacing} prompts {args.prompts or 'all'} {args.extra}: "
+    print(f"shape {args.shape} spacing {args.spacing} prompts {args.prompts or 'all'} weights {model.name} {args.extra}: "
           f"{seconds:.1f} s wall, peak RSS {usage.ru_maxrss / 2**20:.2f} GiB; outputs in {out}")
     return 0
 
