@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io as _io
-import json
 import math
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from monai.metrics import compute_surface_dice
 
 from .io import case_name
+from .jsonfile import read_json
 from .label_space import classes as ls_classes
 from .postprocess import bounding_box, voxel_spacing_mm
 from .writer import atomic_write, case_dir, save_json
@@ -43,12 +43,7 @@ def load_datalist(path: str | os.PathLike, key: str | None = None) -> list[dict[
     format is wrong.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: datalist not found")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON ({e})") from e
+    data = read_json(p, "datalist")
     if isinstance(data, dict):
         if key == "all":
             data = [e for v in data.values() if isinstance(v, list) for e in v]

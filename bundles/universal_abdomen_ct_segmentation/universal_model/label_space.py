@@ -5,10 +5,11 @@ Class ``index`` is 1-based (0 is background); output channel ``c`` of the networ
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
+
+from .jsonfile import read_json
 
 __all__ = [
     "DEFAULT_LABEL_SPACE",
@@ -39,12 +40,7 @@ def load_label_space(path: str | os.PathLike | None = None) -> dict[str, Any]:
         FileNotFoundError / ValueError naming the file and the problem.
     """
     path = Path(path) if path is not None else DEFAULT_LABEL_SPACE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: label space file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    data = read_json(path, "label space file")
     cls = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(cls, list) or not cls:
         raise ValueError(f"{path}: expected a dict with a non-empty 'classes' list")
