@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +18,7 @@ import numpy as np
 from .array import SynthesizeTumor
 from .data import load_datalist
 from .presets import SIZE_CLASSES, get_preset
+from .writer import save_figure
 
 HALF_MM = 45.0  # half width of each panel, mm
 WINDOW_HU = (-100, 250)
@@ -98,9 +98,7 @@ def main() -> None:
     fig.suptitle(f"axial {2 * HALF_MM:.0f} mm crops, window {WINDOW_HU[0]}..{WINDOW_HU[1]} HU", fontsize=9)
     fig.tight_layout()
     out = Path(args.out)
-    tmp = out.with_name(f".tmp{os.getpid()}.{out.name}")
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, out)
+    save_figure(fig, out, dpi=110)
     print(f"wrote {out}")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import torch
 from monai.data import MetaTensor
 
 from . import lesion_metrics
+from .writer import save_json
 
 
 class LesionReportHandler:
@@ -77,9 +76,7 @@ class LesionReportHandler:
 
     def completed(self, engine=None) -> None:
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.output_path.with_name(f".{self.output_path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.report(), indent=2) + "\n")
-        os.replace(tmp, self.output_path)
+        save_json(self.output_path, self.report())
 
 
 def _np(x: Any) -> np.ndarray:

@@ -4,8 +4,6 @@ detection sensitivity on it, and a plot of sensitivity against lesion diameter a
 from __future__ import annotations
 
 import copy
-import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +17,7 @@ from tqdm import tqdm
 from .array import SynthesizeTumor
 from .data import load_datalist
 from .presets import get_preset
+from .writer import save_figure, save_json
 
 
 def fixed_lesion_preset(organ: str, diameter_mm: float, contrast_hu: float) -> dict[str, Any]:
@@ -129,9 +128,7 @@ class SyntheticValidation:
                   "by_diameter": _rate(lesions, "nominal_diameter_mm", self.diameters),
                   "by_contrast": _rate(lesions, "contrast_level_hu", self.contrasts)}
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.output_dir / f".validation_report.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, self.output_dir / "validation_report.json")
+        save_json(self.output_dir / "validation_report.json", report)
         plot_sensitivity(report, self.output_dir / "sensitivity_vs_size_contrast.png")
         return report
 
@@ -164,7 +161,5 @@ def plot_sensitivity(report: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"Synthetic {report['organ']} tumors: detection sensitivity ({len(report['lesions'])} lesions)")
     fig.tight_layout()
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
-    fig.savefig(tmp, dpi=100, format="png")
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -8,6 +8,7 @@ temporary folder and renamed into place, and every file is written under a tempo
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -28,6 +29,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def save_json(path: Path, obj) -> None:
+    """Writes ``obj`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> None:
+    """Renders a matplotlib figure to PNG in memory and writes it atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
