@@ -4,6 +4,8 @@
 Usage: python benchmarks/bench_universal_dynamic_head.py [--size 96] [--classes 32] [--repeats 3] [--check]
 Each variant runs in its own process; prints wall time (s, best of repeats), the growth of peak resident
 memory over the inputs (MiB, ru_maxrss) and, with --check, the max |difference| to the naive loop.
+It also times a whole UniversalModel forward (``--backbone``, ``--feature_size``) on the same patch and
+prints the dynamic head's share of it (issue target: <= 5 %; ``--skip_share`` skips it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles" / "universal_abdomen_ct_segmentation"))
-from universal_model.dynamic_head import dynamic_head, dynamic_head_loop, split_parameters  # noqa: E402
+from universal_model.dynamic_head import NEGATIVE_SLOPE, dynamic_head, dynamic_head_loop, split_parameters  # noqa: E402
+from universal_model.network import UniversalModel  # noqa: E402
 
 
 def grouped_conv_head(feature: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -29,8 +32,8 @@ def grouped_conv_head(feature: torch.Tensor, theta: torch.Tensor) -> torch.Tenso
     outs = []
     for i in range(b):
         x = feature[i : i + 1].repeat(1, k, 1, 1, 1)  # [1, 8K, ...]: the 32x copy
-        x = F.relu(F.conv3d(x, w1[i].reshape(k * 8, 8, 1, 1, 1), b1[i].reshape(-1), groups=k))
-        x = F.relu(F.conv3d(x, w2[i].reshape(k * 8, 8, 1, 1, 1), b2[i].reshape(-1), groups=k))
+        x = F.leaky_relu(F.conv3d(x, w1[i].reshape(k * 8, 8, 1, 1, 1), b1[i].reshape(-1), groups=k), NEGATIVE_SLOPE)
+        x = F.leaky_relu(F.conv3d(x, w2[i].reshape(k * 8, 8, 1, 1, 1), b2[i].reshape(-1), groups=k), NEGATIVE_SLOPE)
         outs.append(F.conv3d(x, w3[i].reshape(k, 8, 1, 1, 1), b3[i].reshape(-1), groups=k))
     return torch.cat(outs)
 
@@ -66,6 +69,30 @@ def run_one(name: str, a: argparse.Namespace) -> None:
     print(f"{name:38s} {min(times):7.3f} s   peak RSS +{peak:6.0f} MiB   max|diff| {diff}", flush=True)
 
 
+def head_share(a: argparse.Namespace) -> None:
+    """Share of the dynamic head in one UniversalModel forward (all classes, inference mode)."""
+    torch.manual_seed(0)
+    if a.feature_size is None:
+        a.feature_size = 8 if a.backbone == "unet" else 48
+    net = UniversalModel(backbone=a.backbone, img_size=(a.size,) * 3, feature_size=a.feature_size).eval()
+    x = torch.rand(1, 1, a.size, a.size, a.size)
+    with torch.inference_mode():
+        net(x)  # warm-up
+        full, head = [], []
+        for _ in range(a.repeats):
+            t = time.perf_counter()
+            bottleneck, feature = net.backbone(x)
+            feat8, theta = net.precls(feature), net.head_parameters(bottleneck)
+            t_head = time.perf_counter()
+            dynamic_head(feat8, theta, net.voxel_chunk)
+            end = time.perf_counter()
+            full.append(end - t)
+            head.append(end - t_head)
+    f, h = min(full), min(head)
+    print(f"UniversalModel forward ({a.backbone} f{a.feature_size}, {a.size}^3, {net.num_classes} classes): "
+          f"{f:.3f} s, dynamic head {h:.3f} s = {100 * h / f:.1f} % of the forward", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--size", type=int, default=96)
@@ -73,6 +100,9 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip_loop", action="store_true")
     p.add_argument("--check", action="store_true", help="also compare with the naive loop (slower, more memory)")
+    p.add_argument("--skip_share", action="store_true", help="do not measure the head's share of a whole forward")
+    p.add_argument("--backbone", default="unet", choices=["unet", "swinunetr"], help="backbone of that forward")
+    p.add_argument("--feature_size", type=int, default=None, help="its width (default: 8 for unet as shipped, 48 swin)")
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.variant:
@@ -85,6 +115,8 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--variant", name, "--size", str(a.size), "--classes", str(a.classes),
                "--repeats", str(a.repeats)] + (["--check"] if a.check else [])
         subprocess.run(cmd, check=True)
+    if not a.skip_share:
+        head_share(a)
     return 0
 
 

@@ -109,3 +109,30 @@ def test_train_evaluate_inference_validate_configs(healthy, with_lesions, tmp_pa
     val = json.loads((evald / "val" / "validation_report.json").read_text())
     assert len(val["lesions"]) >= 1 and set(val["by_diameter"]) == {"10", "25"}
     assert (evald / "val" / "sensitivity_vs_size_contrast.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_datalist_with_lesion_filter(tmp_path):
+    from tumor_synth.data import load_datalist
+
+    write_fixture_cases(tmp_path, 3)
+    lab_path = tmp_path / "case_0001" / "combined_labels.nii.gz"
+    lab = nib.load(lab_path)
+    data = np.asarray(lab.dataobj).copy()
+    data[np.nonzero(data == 6)[0][0], np.nonzero(data == 6)[1][0], np.nonzero(data == 6)[2][0]] = 27
+    nib.save(nib.Nifti1Image(data, lab.affine), lab_path)
+    assert [d["case"] for d in load_datalist(str(tmp_path), with_lesion=27)] == ["case_0001"]  # read from labels
+    (tmp_path / "case_0002" / "meta.json").write_text(json.dumps({"classes_present": [6, 27]}))
+    assert [d["case"] for d in load_datalist(str(tmp_path), with_lesion=27)] == ["case_0001", "case_0002"]
+    assert len(load_datalist(str(tmp_path), with_lesion=28)) == 0
+
+
+def test_liver_only_experiment_overlay(healthy, with_lesions, tmp_path):
+    """The A-vs-B overlay: a 2-class liver tumor model, synthesis in the liver only."""
+    overlay = "['configs/train.json','configs/liver_only.json']"
+    models, evald = tmp_path / "models", tmp_path / "eval"
+    bundle("run", "--config_file", overlay, "--dataset_dir", str(healthy), "--ckpt_dir", str(models),
+           "--epochs", "1", "--epoch_length", "1", "--batch_size", "1", *TINY)
+    bundle("run", "--config_file", "['configs/train.json','configs/liver_only.json','configs/evaluate.json']",
+           "--eval_dataset_dir", str(with_lesions), "--ckpt_dir", str(models), "--output_dir", str(evald), *TINY)
+    report = json.loads((evald / "lesion_report.json").read_text())
+    assert set(report["classes"]) == {"Liver Tumor"}

@@ -51,6 +51,23 @@ def test_dice_is_over_the_whole_crop_not_per_slice():
     assert loss(logits, t) < 1e-6  # a per-slice Dice would add 1 for each empty slice
 
 
+def test_absent_class_gets_bce_only_unless_dice_on_absent():
+    torch.manual_seed(2)
+    logits = torch.randn(1, 2, 6, 6, 6, requires_grad=True)
+    t = torch.zeros(1, 2, 6, 6, 6)
+    t[0, 0, :3] = 1  # class 0 present in the crop, class 1 labelled but absent
+    grads = {}
+    for on_absent in (False, True):
+        logits.grad = None
+        MaskedBCEDiceLoss(dice_on_absent=on_absent)(logits, t).backward()
+        grads[on_absent] = logits.grad[0, 1].clone()
+    bce_only = torch.autograd.grad(
+        torch.nn.functional.binary_cross_entropy_with_logits(logits[0, 1], t[0, 1], reduction="mean") / 2, logits
+    )[0][0, 1]
+    assert torch.allclose(grads[False], bce_only, atol=1e-7)  # Dice does not push the absent class
+    assert not torch.allclose(grads[True], bce_only, atol=1e-7)  # the paper's variant does
+
+
 @pytest.mark.parametrize("as_tensor", [False, True])
 def test_label_channels_organs_include_lesions_and_hidden_classes(as_tensor):
     lab = np.zeros((1, 10, 6, 6), np.uint8)

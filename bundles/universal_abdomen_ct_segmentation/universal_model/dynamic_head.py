@@ -21,6 +21,10 @@ import torch.nn.functional as F
 __all__ = ["HEAD_CHANNELS", "NUM_DYNAMIC_PARAMS", "split_parameters", "dynamic_head", "dynamic_head_loop"]
 
 HEAD_CHANNELS = 8
+#: slope of the leaky ReLUs between the generated layers. The original uses ReLU; with a shared controller one bad
+#: step can drive the generated biases of every class negative, every hidden unit of every head goes dead at once and
+#: no gradient reaches W1..W3 again (observed: all logits pinned at the final bias after 20 steps).
+NEGATIVE_SLOPE = 0.1
 #: 8*8 + 8*8 + 8*1 weights + 8 + 8 + 1 biases.
 NUM_DYNAMIC_PARAMS = 2 * HEAD_CHANNELS * HEAD_CHANNELS + HEAD_CHANNELS + 2 * HEAD_CHANNELS + 1
 
@@ -70,8 +74,8 @@ def dynamic_head(feature: torch.Tensor, theta: torch.Tensor, voxel_chunk: int = 
     for start in range(0, n, step):
         f = flat[..., start : start + step]
         # baddbmm fuses the bias; in-place ReLU is safe (baddbmm's backward does not need its output)
-        h = F.relu(torch.baddbmm(b1, w1, f), inplace=True).reshape(b * k, c, -1)
-        h = F.relu(torch.baddbmm(b2, w2, h), inplace=True)
+        h = F.leaky_relu(torch.baddbmm(b1, w1, f), NEGATIVE_SLOPE, inplace=True).reshape(b * k, c, -1)
+        h = F.leaky_relu(torch.baddbmm(b2, w2, h), NEGATIVE_SLOPE, inplace=True)
         outs.append(torch.baddbmm(b3, w3, h).reshape(b, k, -1))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
     return out.reshape(b, k, *feature.shape[2:])
@@ -88,7 +92,7 @@ def dynamic_head_loop(feature: torch.Tensor, theta: torch.Tensor) -> torch.Tenso
     for i in range(b):
         for j in range(k):
             h = F.conv3d(feature[i : i + 1], w1[i, j][..., None, None, None], b1[i, j])
-            h = F.conv3d(F.relu(h), w2[i, j][..., None, None, None], b2[i, j])
-            h = F.conv3d(F.relu(h), w3[i, j][..., None, None, None], b3[i, j])
+            h = F.conv3d(F.leaky_relu(h, NEGATIVE_SLOPE), w2[i, j][..., None, None, None], b2[i, j])
+            h = F.conv3d(F.leaky_relu(h, NEGATIVE_SLOPE), w3[i, j][..., None, None, None], b3[i, j])
             out[i, j] = h[0, 0]
     return out
