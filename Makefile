@@ -17,8 +17,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --no-deps monailabel==0.8.5
 	touch $@
 
+# Phantoms, then the universal model's shipped weights on them: $(DEMO)/segmentation/<case>/ (masks, report, overview.png).
 demo: install
 	$(PY) datasets/phantoms.py --out $(DEMO) --cases 4 --seed 0 --dicom --preview
+	cd bundles/universal_abdomen_ct_segmentation && ../../$(PY) -m monai.bundle run \
+		--config_file configs/inference.json --dataset_dir ../../$(DEMO) --output_dir ../../$(DEMO)/segmentation
 
 test: install
 	$(PY) -m pytest
