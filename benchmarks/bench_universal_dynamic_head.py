@@ -72,9 +72,8 @@ def run_one(name: str, a: argparse.Namespace) -> None:
 def head_share(a: argparse.Namespace) -> None:
     """Share of the dynamic head in one UniversalModel forward (all classes, inference mode)."""
     torch.manual_seed(0)
-    if a.feature_size is None:
-        a.feature_size = 8 if a.backbone == "unet" else 48
-    net = UniversalModel(backbone=a.backbone, img_size=(a.size,) * 3, feature_size=a.feature_size).eval()
+    width = a.feature_size or (8 if a.backbone == "unet" else 48)
+    net = UniversalModel(backbone=a.backbone, img_size=(a.size,) * 3, feature_size=width).eval()
     x = torch.rand(1, 1, a.size, a.size, a.size)
     with torch.inference_mode():
         net(x)  # warm-up
@@ -89,7 +88,7 @@ def head_share(a: argparse.Namespace) -> None:
             full.append(end - t)
             head.append(end - t_head)
     f, h = min(full), min(head)
-    print(f"UniversalModel forward ({a.backbone} f{a.feature_size}, {a.size}^3, {net.num_classes} classes): "
+    print(f"UniversalModel forward ({a.backbone} f{width}, {a.size}^3, {net.num_classes} classes): "
           f"{f:.3f} s, dynamic head {h:.3f} s = {100 * h / f:.1f} % of the forward", flush=True)
 
 

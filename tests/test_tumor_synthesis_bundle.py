@@ -118,12 +118,15 @@ def test_datalist_with_lesion_filter(tmp_path):
     lab_path = tmp_path / "case_0001" / "combined_labels.nii.gz"
     lab = nib.load(lab_path)
     data = np.asarray(lab.dataobj).copy()
-    data[np.nonzero(data == 6)[0][0], np.nonzero(data == 6)[1][0], np.nonzero(data == 6)[2][0]] = 27
+    data[tuple(np.argwhere(data == 6)[0])] = 27  # one liver voxel becomes a liver tumor
     nib.save(nib.Nifti1Image(data, lab.affine), lab_path)
     assert [d["case"] for d in load_datalist(str(tmp_path), with_lesion=27)] == ["case_0001"]  # read from labels
     (tmp_path / "case_0002" / "meta.json").write_text(json.dumps({"classes_present": [6, 27]}))
     assert [d["case"] for d in load_datalist(str(tmp_path), with_lesion=27)] == ["case_0001", "case_0002"]
     assert len(load_datalist(str(tmp_path), with_lesion=28)) == 0
+    (tmp_path / "case_0002" / "meta.json").write_text("{broken")
+    with pytest.raises(ValueError, match="case_0002/meta.json"):
+        load_datalist(str(tmp_path), with_lesion=27)
 
 
 def test_liver_only_experiment_overlay(healthy, with_lesions, tmp_path):

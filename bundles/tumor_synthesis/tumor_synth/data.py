@@ -36,7 +36,10 @@ def load_datalist(
 def _has_label(root: Path, case: dict[str, str], index: int) -> bool:
     meta = (root / case["label"]).parent / "meta.json"
     if meta.is_file():
-        return index in json.loads(meta.read_text()).get("classes_present", [])
+        try:
+            return index in json.loads(meta.read_text()).get("classes_present", [])
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ValueError(f"{meta}: not a phantom meta.json with a 'classes_present' list ({err})") from err
     return bool((np.asarray(nib.load(root / case["label"]).dataobj) == index).any())
 
 

@@ -2,7 +2,7 @@
 
 The controller produces, for every image ``b`` and class ``k``, a parameter vector ``theta[b, k]`` of length 153,
 laid out as ``[W1 (8x8) | W2 (8x8) | W3 (1x8) | b1 (8) | b2 (8) | b3 (1)]``. Each head is three 1x1x1
-convolutions with ReLU between them, applied to the same 8-channel full-resolution feature ``f[b]``.
+convolutions with leaky ReLU between them, applied to the same 8-channel full-resolution feature ``f[b]``.
 
 Why batched matmuls instead of the original grouped convolution: the original copies the 8-channel feature once
 per class (``K * 8`` channels, 32x the feature map, 864 MiB fp32 for one 96^3 patch) and then runs a grouped
@@ -73,7 +73,7 @@ def dynamic_head(feature: torch.Tensor, theta: torch.Tensor, voxel_chunk: int = 
     outs = []
     for start in range(0, n, step):
         f = flat[..., start : start + step]
-        # baddbmm fuses the bias; in-place ReLU is safe (baddbmm's backward does not need its output)
+        # baddbmm fuses the bias; the in-place leaky ReLU is safe (baddbmm's backward does not need its output)
         h = F.leaky_relu(torch.baddbmm(b1, w1, f), NEGATIVE_SLOPE, inplace=True).reshape(b * k, c, -1)
         h = F.leaky_relu(torch.baddbmm(b2, w2, h), NEGATIVE_SLOPE, inplace=True)
         outs.append(torch.baddbmm(b3, w3, h).reshape(b, k, -1))

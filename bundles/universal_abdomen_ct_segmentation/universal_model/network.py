@@ -108,11 +108,10 @@ class UniversalModel(nn.Module):
             _group_norm(bc), nn.ReLU(inplace=True), nn.AdaptiveAvgPool3d(1), nn.Conv3d(bc, CODE_DIM, 1)
         )
         self.precls = nn.Sequential(_group_norm(fc), nn.ReLU(inplace=True), nn.Conv3d(fc, HEAD_CHANNELS, 1))
-        # Conditioning of the generated heads: both codes are layer-normalised, so the controller sees unit-scale
-        # inputs whatever the text encoder or the backbone width; with PyTorch's default Linear init the generated
-        # 8x8 weights then have about the spread of a Kaiming init. Without it the text code (a ReLU of a projection of
-        # a unit-norm sentence embedding) is ~0.03 per entry, the three generated layers start near zero, and
-        # training either stalls or, at higher learning rates, blows the logits up (measured; see docs/README.md).
+        # Conditioning of the generated heads (measured; see docs/README.md): both codes are layer-normalised, so the
+        # controller sees unit-scale inputs whatever the text encoder or the backbone width. Without it the text code
+        # (a ReLU of a projection of a unit-norm sentence embedding) is ~0.03 per entry and the three generated
+        # layers start near zero.
         self.image_norm = nn.LayerNorm(CODE_DIM)
         self.task_norm = nn.LayerNorm(CODE_DIM)
         self.controller = nn.Linear(2 * CODE_DIM, NUM_DYNAMIC_PARAMS)
