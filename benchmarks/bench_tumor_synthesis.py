@@ -1,7 +1,7 @@
 """Speed and memory of SynthesizeTumor on a 256x256x160 CT with a liver label (prints a Markdown table).
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/bench_tumor_synthesis.py [--runs 15] [--spacing 1,1,1] [--inplace]
+    .venv/bin/python benchmarks/bench_tumor_synthesis.py [--runs 15] [--spacing 1,1,1] [--inplace] [--metatensor]
 
 Per-call time is the median wall time of ``runs`` calls with different seeds (each on the same input),
 CPU time from time.process_time. Start-up = constructing the transform + its first call, in a process that
@@ -25,10 +25,16 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
+from monai.data import MetaTensor  # noqa: E402
 from tumor_synth import SynthesizeTumor  # noqa: E402
 from tumor_synth.testing import make_abdomen  # noqa: E402
 
 T_IMPORT = time.perf_counter() - T_IMPORT0
+
+
+def _fresh(x):
+    """A private copy of an input for the in-place mode (numpy or MetaTensor)."""
+    return x.clone() if isinstance(x, torch.Tensor) else x.copy()
 
 
 def main() -> None:
@@ -37,6 +43,8 @@ def main() -> None:
     parser.add_argument("--spacing", default="1,1,1", help="voxel size in mm, e.g. 1,1,1 or 1.5,1.5,2.5")
     parser.add_argument("--inplace", action="store_true", help="write into the input (no copy of the volume)")
     parser.add_argument("--organ", default="liver")
+    parser.add_argument("--metatensor", action="store_true",
+                        help="MetaTensor inputs, as SynthesizeTumord gets them after LoadImaged (default: numpy)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     spacing = tuple(float(s) for s in args.spacing.split(","))
@@ -45,16 +53,20 @@ def main() -> None:
     liver = {6: ((0.42, 0.45, 0.5), (0.33 * ext[0], 0.25 * ext[1], 0.31 * ext[2]), 100.0)}
     image, label = make_abdomen(shape, spacing, liver, seed=0, vessel=15)
     n_liver = int((label == 6).sum())
+    if args.metatensor:
+        affine = torch.diag(torch.tensor([*spacing, 1.0], dtype=torch.float64))
+        image, label = (MetaTensor(torch.from_numpy(x), affine=affine) for x in (image, label))
     proc = psutil.Process(os.getpid())
     print(f"# SynthesizeTumor benchmark: volume {shape} at {spacing} mm, liver {n_liver} voxels, "
-          f"torch threads {torch.get_num_threads()}, inplace={args.inplace}, cpu_count={os.cpu_count()}, "
+          f"torch threads {torch.get_num_threads()}, inplace={args.inplace}, metatensor={args.metatensor}, "
+          f"cpu_count={os.cpu_count()}, "
           f"loadavg {os.getloadavg()[0]:.2f}")
     print(f"import (monai + tumor_synth): {T_IMPORT:.2f} s")
     rss0 = proc.memory_info().rss
     t0 = time.perf_counter()
     first = SynthesizeTumor("liver", size_class="mix", spacing=spacing, inplace=args.inplace)
     first.set_random_state(0)
-    work = (image.copy(), label.copy()) if args.inplace else (image, label)
+    work = (_fresh(image), _fresh(label)) if args.inplace else (image, label)
     first(*work)
     print(f"start-up (construct + first mix call): {1000 * (time.perf_counter() - t0):.1f} ms")
     print("| size class | median ms | min-max ms | CPU ms | lesions (median) | lesion voxels (median) "
@@ -65,7 +77,7 @@ def main() -> None:
         walls, cpus, counts, voxels = [], [], [], []
         for run in range(args.runs):
             t.set_random_state(1000 + run)
-            work = (image.copy(), label.copy()) if args.inplace else (image, label)
+            work = (_fresh(image), _fresh(label)) if args.inplace else (image, label)
             w0, c0 = time.perf_counter(), time.process_time()
             t(*work)
             walls.append(1000 * (time.perf_counter() - w0))
@@ -73,7 +85,7 @@ def main() -> None:
             counts.append(len(t.last_lesions))
             voxels.append(sum(r["n_voxels"] for r in t.last_lesions))
         t.set_random_state(1000)
-        work = (image.copy(), label.copy()) if args.inplace else (image, label)
+        work = (_fresh(image), _fresh(label)) if args.inplace else (image, label)
         tracemalloc.start()
         t(*work)
         peak = tracemalloc.get_traced_memory()[1] / 2**20

@@ -129,13 +129,23 @@ def test_datalist_with_lesion_filter(tmp_path):
         load_datalist(str(tmp_path), with_lesion=27)
 
 
-def test_liver_only_experiment_overlay(healthy, with_lesions, tmp_path):
-    """The A-vs-B overlay: a 2-class liver tumor model, synthesis in the liver only."""
-    overlay = "['configs/train.json','configs/liver_only.json']"
+@pytest.mark.parametrize("overlay, classes, inference_args", [
+    ("liver_only", {"Liver Tumor"}, ["--class_labels", "[27]"]),
+    ("liver_and_tumor", {"Liver", "Liver Tumor"}, ["--class_labels", "[6,27]", "--keep_in_organ_classes", "[1,2]"]),
+])
+def test_liver_experiment_overlays(overlay, classes, inference_args, healthy, with_lesions, tmp_path):
+    """The A-vs-B overlays: liver tumors only, or liver + liver tumor kept inside the liver (the paper's protocol)."""
+    cfg = f"configs/{overlay}.json"
     models, evald = tmp_path / "models", tmp_path / "eval"
-    bundle("run", "--config_file", overlay, "--dataset_dir", str(healthy), "--ckpt_dir", str(models),
-           "--epochs", "1", "--epoch_length", "1", "--batch_size", "1", *TINY)
-    bundle("run", "--config_file", "['configs/train.json','configs/liver_only.json','configs/evaluate.json']",
+    bundle("run", "--config_file", f"['configs/train.json','{cfg}']", "--dataset_dir", str(healthy),
+           "--ckpt_dir", str(models), "--epochs", "1", "--epoch_length", "1", "--batch_size", "1", *TINY)
+    bundle("run", "--config_file", f"['configs/train.json','{cfg}','configs/evaluate.json']",
            "--eval_dataset_dir", str(with_lesions), "--ckpt_dir", str(models), "--output_dir", str(evald), *TINY)
     report = json.loads((evald / "lesion_report.json").read_text())
-    assert set(report["classes"]) == {"Liver Tumor"}
+    assert set(report["classes"]) == classes
+    assert "sensitivity_by_diameter" in report["classes"]["Liver Tumor"]
+    assert "sensitivity_by_diameter" not in report["classes"].get("Liver", {})  # the host organ gets Dice only
+    bundle("run", "--config_file", "configs/inference.json", "--input_dir", str(with_lesions), "--ckpt_dir",
+           str(models), "--output_dir", str(tmp_path / "inf"), "--roi_size", "[32,32,32]", *inference_args)
+    (out,) = list((tmp_path / "inf").rglob("*_tumors.nii.gz"))
+    assert set(np.unique(np.asarray(nib.load(out).dataobj))) <= {0} | set(json.loads(inference_args[1]))

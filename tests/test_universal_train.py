@@ -48,6 +48,21 @@ def test_train_one_iteration_cli(tmp_path):
         _load_tiny(models / name)
 
 
+def test_fine_tune_starts_from_initial_weights(tmp_path):
+    """--initial_weights loads a checkpoint before training (fine-tuning); with lr 0 the weights come back unchanged."""
+    data = _data(tmp_path, cases=2, num_val=1)
+    torch.manual_seed(1234)  # not the run's seed 0: a run that ignored --initial_weights would differ
+    start = UniversalModel(img_size=(32, 32, 32), feature_size=4, backbone_kwargs={"depth": 2})
+    torch.save(start.state_dict(), tmp_path / "start.pt")
+    models = tmp_path / "models"
+    r = _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+              "--dataset_dir", str(data), "--ckpt_dir", str(models), *TINY_TRAIN_ARGS,
+              "--initial_weights", str(tmp_path / "start.pt"), "--learning_rate", "0.0"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    final = _load_tiny(models / "model_final.pt").state_dict()
+    assert all(torch.equal(v, final[k]) for k, v in start.state_dict().items())
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
     data = _data(tmp_path, cases=4, num_val=2)

@@ -22,16 +22,23 @@ class LesionReportHandler:
     Args:
         output_path: JSON report written atomically when the run completes.
         class_names: class index in pred/label -> name (e.g. {1: "liver tumor"}).
+        lesion_classes: the class indices counted as lesions (detection, false-positive components); the others,
+            e.g. a host organ segmented with its tumors, get Dice only. None: every class is a lesion class.
     """
 
-    def __init__(self, output_path: str, class_names: dict[Any, str]) -> None:
+    def __init__(self, output_path: str, class_names: dict[Any, str], lesion_classes: list[int] | None = None) -> None:
         self.output_path = Path(output_path)
         self.class_names = {int(k): v for k, v in class_names.items()}
+        lesion_classes = self.class_names if lesion_classes is None else [int(i) for i in lesion_classes]
+        unknown = sorted(set(lesion_classes) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"LesionReportHandler: lesion_classes {unknown} are not in class_names {self.class_names}")
+        self.lesion_names = [self.class_names[i] for i in lesion_classes]
         self.reset()
 
     def reset(self) -> None:
         self.cases: list[dict[str, Any]] = []
-        self.lesions: dict[str, list[dict[str, Any]]] = {n: [] for n in self.class_names.values()}
+        self.lesions: dict[str, list[dict[str, Any]]] = {n: [] for n in self.lesion_names}
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -54,21 +61,23 @@ class LesionReportHandler:
         for idx, cname in self.class_names.items():
             pm, tm = p == idx, t == idx
             case["dice"][cname] = lesion_metrics.dice(pm, tm)
-            case["false_positive_components"][cname] = lesion_metrics.false_positive_components(pm, tm)
-            self.lesions[cname] += lesion_metrics.detect_lesions(pm, tm, spacing)
+            if cname in self.lesions:
+                case["false_positive_components"][cname] = lesion_metrics.false_positive_components(pm, tm)
+                self.lesions[cname] += lesion_metrics.detect_lesions(pm, tm, spacing)
         self.cases.append(case)
         return case
 
     def report(self) -> dict[str, Any]:
         """Mean Dice over cases where the class is present (in truth or prediction) and sensitivity by size."""
         out: dict[str, Any] = {"cases": len(self.cases), "classes": {}}
-        for cname, lesions in self.lesions.items():
+        for cname in self.class_names.values():
             dices = [c["dice"][cname] for c in self.cases if c["dice"][cname] is not None]
-            out["classes"][cname] = {
-                "mean_dice": round(float(np.mean(dices)), 4) if dices else None,
-                "false_positive_components": int(sum(c["false_positive_components"][cname] for c in self.cases)),
-                "sensitivity_by_diameter": lesion_metrics.summarize(lesions),
-            }
+            out["classes"][cname] = {"mean_dice": round(float(np.mean(dices)), 4) if dices else None}
+            if cname in self.lesions:
+                out["classes"][cname]["false_positive_components"] = int(
+                    sum(c["false_positive_components"][cname] for c in self.cases)
+                )
+                out["classes"][cname]["sensitivity_by_diameter"] = lesion_metrics.summarize(self.lesions[cname])
         all_lesions = [r for v in self.lesions.values() for r in v]
         out["all_tumors"] = {"sensitivity_by_diameter": lesion_metrics.summarize(all_lesions)}
         out["per_case"] = self.cases

@@ -43,16 +43,18 @@ def draw_shape(
     )
 
 
+def _smallest_bound_mm(preset: dict[str, Any], size_class: str) -> float:
+    """Lower bound of the bounding radius ``max semi-axis + 2 elastic sigma`` that :func:`draw_shape` can draw."""
+    sc = preset["size_classes"][size_class]
+    return 0.75 * sc["radius_mm"] + 2.0 * sc["elastic_sigma_mm"][0]
+
+
 def draw_intensity(preset: dict[str, Any], rng: np.random.RandomState) -> tuple[str, float, float]:
     """Attenuation mode name, mean HU shift relative to the organ, and texture coefficient of variation."""
     modes = preset["intensity"]
     p = np.array([m["probability"] for m in modes], dtype=float)
     mode = modes[rng.choice(len(modes), p=p / p.sum())]
     return mode["name"], float(rng.uniform(*mode["hu_shift"])), float(rng.uniform(*mode["texture_cv"]))
-
-
-def _isin(values: np.ndarray, labels: list[int]) -> np.ndarray:
-    return values == labels[0] if len(labels) == 1 else np.isin(values, labels)
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
@@ -83,7 +85,7 @@ def _forbidden_near_centre(
     r = np.floor(inner / spacing).astype(int)
     lo = np.maximum(c - r, 0)
     sub = tuple(slice(a, b) for a, b in zip(lo, np.minimum(c + r + 1, label.shape)))
-    near = _isin(label[sub], forbidden)
+    near = placement.in_labels(label[sub], forbidden)
     if not near.any():
         return False
     idx = np.nonzero(near)
@@ -113,10 +115,10 @@ def paint_lesion(
     lab_box = label[box]
     soft, hard = shape.soft_mask(u, geo)
     if forbidden:
-        near = _isin(lab_box, forbidden)
+        near = placement.in_labels(lab_box, forbidden)
         if near.any() and (soft[near] > 0.01).any():
             return None
-    organ = _isin(lab_box, preset["organ_labels"])
+    organ = placement.in_labels(lab_box, preset["organ_labels"])
     hard &= organ
     if not hard.any():
         return None
@@ -132,7 +134,7 @@ def paint_lesion(
         )
         _write(view, warped)
         lab_box[...] = lab_warped
-        organ = _isin(lab_box, preset["organ_labels"])
+        organ = placement.in_labels(lab_box, preset["organ_labels"])
         hard &= organ
     tex, tex_params = texture.lesion_texture(list(soft.shape), spacing, cv, rng)
     soft *= organ
@@ -213,6 +215,10 @@ def synthesize(
             centre = sampler.draw()
             if centre is None:
                 return draw, records
+            # most candidates of a crowded organ are rejected for collisions: test the smallest possible bounding
+            # sphere of this size class before anything else (no random draw, no label lookups)
+            if placement.collides(centre * spacing, _smallest_bound_mm(preset, name), placed):
+                continue
             if not sampler.deep_enough(centre, preset["erosion_mm"], spacing):
                 continue
             geo = draw_shape(preset, name, centre, rng)
