@@ -149,3 +149,17 @@ def test_liver_experiment_overlays(overlay, classes, inference_args, healthy, wi
            str(models), "--output_dir", str(tmp_path / "inf"), "--roi_size", "[32,32,32]", *inference_args)
     (out,) = list((tmp_path / "inf").rglob("*_tumors.nii.gz"))
     assert set(np.unique(np.asarray(nib.load(out).dataobj))) <= {0} | set(json.loads(inference_args[1]))
+
+
+def test_liver_subtle_overlay_sets_the_synthesis_intensity():
+    """configs/liver_subtle.json swaps only the intensity modes of the liver preset used for synthesis."""
+    from monai.bundle import ConfigParser
+
+    from tumor_synth.presets import get_preset
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / f) for f in ("train.json", "liver_and_tumor.json", "liver_subtle.json")])
+    (synth,) = parser.get_parsed_content("train#synthesis")
+    preset, liver = synth.synth.preset, get_preset("liver")
+    assert preset["intensity"] == parser["subtle_liver_intensity"] != liver["intensity"]
+    assert {k: v for k, v in preset.items() if k != "intensity"} == {k: v for k, v in liver.items() if k != "intensity"}
