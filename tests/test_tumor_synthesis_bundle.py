@@ -163,3 +163,15 @@ def test_liver_subtle_overlay_sets_the_synthesis_intensity():
     preset, liver = synth.synth.preset, get_preset("liver")
     assert preset["intensity"] == parser["subtle_liver_intensity"] != liver["intensity"]
     assert {k: v for k, v in preset.items() if k != "intensity"} == {k: v for k, v in liver.items() if k != "intensity"}
+
+
+def test_shipped_liver_model_fits_the_liver_and_tumor_overlay():
+    """models/liver_and_tumor/model.pt loads (weights_only, strict) into the overlay's 3-class network."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / f) for f in ("train.json", "liver_and_tumor.json")])
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(BUNDLE / "models" / "liver_and_tumor" / "model.pt", weights_only=True), strict=True)
+    assert net(torch.zeros(1, 1, 32, 32, 32)).shape[1] == 3
