@@ -17,7 +17,7 @@ def in_labels(values: np.ndarray, labels) -> np.ndarray:
     """Boolean mask of ``values`` equal to any of ``labels``.
 
     A chain of ``==`` comparisons: for the 1-3 labels of a preset it is 10-100x faster than ``np.isin`` on uint8
-    label boxes (``np.isin`` sorts; measured 0.47 ms vs 0.06 ms on a 20^3 box, 14 ms vs 0.14 ms on 80^3).
+    label boxes (``np.isin`` sorts; measured 0.22 ms vs 0.02 ms on a 20^3 box, 8.2 ms vs 0.15 ms on 80^3).
     """
     out = values == labels[0]
     for v in labels[1:]:
@@ -41,7 +41,7 @@ class OrganSampler:
         self._rounds = 0
         self._all: np.ndarray | None = None  # flat indices of the organ, only after a full scan
         self._queue: list[np.ndarray] = []  # organ hits of the last lookup round, used in order
-        self._balls: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._balls: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _is_organ(self, values: np.ndarray) -> np.ndarray:
         return in_labels(values, self.organ)
@@ -85,15 +85,15 @@ class OrganSampler:
         if key not in self._balls:
             r = np.floor(depth_mm / spacing).astype(int)
             grid = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
-            self._balls[key] = (r, sum((g * sp / depth_mm) ** 2 for g, sp in zip(grid, spacing)) <= 1.0)
-        r, ball = self._balls[key]
+            ball = sum((g * sp / depth_mm) ** 2 for g, sp in zip(grid, spacing)) <= 1.0
+            self._balls[key] = (r, ball, np.concatenate([np.diag(r), -np.diag(r)]))  # + the six axis tips
+        r, ball, tips = self._balls[key]
         lo = centre - r
         hi = centre + r + 1
         if np.any(lo < 0) or np.any(hi > np.asarray(self.label.shape)):
             return False
         # most rejected centres lie near the organ surface: the six axis points of the ball reject them cheaply
-        tips = centre + np.concatenate([np.diag(r), -np.diag(r)])
-        if not self._is_organ(self.label[tuple(tips.T)]).all():
+        if not self._is_organ(self.label[tuple((centre + tips).T)]).all():
             return False
         box = self.label[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         return bool(self._is_organ(box[ball]).all())
