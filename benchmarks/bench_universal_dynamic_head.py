@@ -39,7 +39,8 @@ def grouped_conv_head(feature: torch.Tensor, theta: torch.Tensor) -> torch.Tenso
 
 
 VARIANTS = {
-    "batched matmul (ours, chunked)": lambda f, t: dynamic_head(f, t),
+    "batched matmul (ours, 4,096-voxel chunks)": lambda f, t: dynamic_head(f, t),
+    "batched matmul, 262,144-voxel chunks": lambda f, t: dynamic_head(f, t, voxel_chunk=262144),
     "batched matmul, no chunking": lambda f, t: dynamic_head(f, t, voxel_chunk=0),
     "grouped conv on 32x repeated feature": grouped_conv_head,
     "naive per-class loop": dynamic_head_loop,
@@ -66,7 +67,7 @@ def run_one(name: str, a: argparse.Namespace) -> None:
             del out
         peak = _rss_mib() - base
         diff = f"{(fn(feat, theta) - ref).abs().max().item():.2e}" if ref is not None else "not checked (--check)"
-    print(f"{name:38s} {min(times):7.3f} s   peak RSS +{peak:6.0f} MiB   max|diff| {diff}", flush=True)
+    print(f"{name:42s} {min(times):7.3f} s   peak RSS +{peak:6.0f} MiB   max|diff| {diff}", flush=True)
 
 
 def head_share(a: argparse.Namespace) -> None:

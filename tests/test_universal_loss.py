@@ -103,8 +103,11 @@ def test_templates_and_resolution():
     assert TEMPLATES["BTCV"] == list(range(1, 14)) and TEMPLATES["AbdomenAtlas"] == list(range(1, 26))
     assert TEMPLATES["KiTS"] == [2, 3, 26, 32] and TEMPLATES["LiTS"] == [6, 27]
     assert resolve_labels_present([27, 6, 6]) == [6, 27]
+    assert resolve_labels_present("AbdomenAtlas+LiTS") == list(range(1, 26)) + [27]  # a re-annotated LiTS CT
     with pytest.raises(ValueError, match="unknown template"):
         resolve_labels_present("NotADataset")
+    with pytest.raises(ValueError, match="'LITS' in 'AbdomenAtlas\\+LITS'"):
+        resolve_labels_present("AbdomenAtlas+LITS")
     with pytest.raises(ValueError, match="outside"):
         resolve_labels_present([0, 33])
 
@@ -115,6 +118,11 @@ def test_partial_datalist_cli(tmp_path, capsys):
     d = json.loads((tmp_path / "ph" / "datalist_partial.json").read_text())
     assert [e["dataset"] for e in d["training"]] == ["AbdomenAtlas", "BTCV", "LiTS", "KiTS"]
     assert d["training"][2]["labels_present"] == [6, 27] and d["validation"][0]["dataset"] == "Full"
+    out = tmp_path / "atlas.json"
+    assert partial_main(["--phantoms", str(tmp_path / "ph"), "--num_val", "1", "--rotation", "atlas", "--out", str(out)]) == 0
+    atlas = json.loads(out.read_text())["training"]
+    assert [e["dataset"] for e in atlas][:3] == ["AbdomenAtlas+LiTS", "AbdomenAtlas+KiTS", "BTCV"]
+    assert atlas[1]["labels_present"] == list(range(1, 27)) + [32]
     assert partial_main(["--phantoms", str(tmp_path / "missing")]) == 2
     assert "phantom folder not found" in capsys.readouterr().err
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import build_backbone, check_spatial_size
-from .dynamic_head import HEAD_CHANNELS, NUM_DYNAMIC_PARAMS, dynamic_head
+from .dynamic_head import DEFAULT_VOXEL_CHUNK, HEAD_CHANNELS, NUM_DYNAMIC_PARAMS, dynamic_head
 
 __all__ = ["UniversalModel", "DEFAULT_PROMPT_EMBEDDINGS", "CODE_DIM"]
 
@@ -82,7 +82,7 @@ class UniversalModel(nn.Module):
         prompt_embeddings: str | os.PathLike | torch.Tensor | None = None,
         text_dim: int | None = None,
         feature_size: int | None = None,
-        voxel_chunk: int = 262144,
+        voxel_chunk: int = DEFAULT_VOXEL_CHUNK,
         backbone_kwargs: dict | None = None,
         prior_logit: float = -4.0,
     ):

@@ -1,13 +1,15 @@
 """Partial-label templates (which classes a source dataset annotates) and a datalist writer for phantoms.
 
 Each template lists 1-based label-space indices. A datalist entry says which classes are labelled with
-``labels_present``: a list of indices, or the name of a template below. The loss ignores every other class
+``labels_present``: a list of indices, the name of a template below, or names joined by ``+`` for their union
+(``"AbdomenAtlas+LiTS"``: a LiTS CT whose organs were re-annotated by AbdomenAtlas, so 25 organs + liver tumour). The loss ignores every other class
 ("masked back-propagation"). Phantom cases are fully labelled; :func:`write_partial_datalist` spreads them over
 pseudo-datasets so that training exercises the masking exactly as the public datasets would.
 
 CLI::
 
     python -m universal_model.partial_labels --phantoms DIR [--out DIR/datalist_partial.json] [--num_val 2]
+        [--rotation public|atlas]
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["TEMPLATES", "TRAIN_ROTATION", "resolve_labels_present", "find_cases", "write_partial_datalist", "main"]
+__all__ = ["TEMPLATES", "TRAIN_ROTATION", "ROTATIONS", "resolve_labels_present", "find_cases", "write_partial_datalist", "main"]
 
 #: dataset -> annotated label indices (1-based, label space order). Organs include their tumours in these datasets.
 TEMPLATES: dict[str, list[int]] = {
@@ -29,6 +31,7 @@ TEMPLATES: dict[str, list[int]] = {
     "KiTS": [2, 3, 26, 32],  # kidneys (split R/L) + kidney tumour + kidney cyst
     "MSD_Pancreas": [11, 28],
     "MSD_Colon": [31],
+    "MSD_Spleen": [1],
     "MSD_HepaticVessel": [15, 29],
     "MSD_Lung": [30],
     "AbdomenAtlas": list(range(1, 26)),  # the 25 organs / vessels / bones, no lesions
@@ -38,18 +41,38 @@ TEMPLATES: dict[str, list[int]] = {
 #: order in which training phantoms are assigned to pseudo-datasets (round-robin).
 TRAIN_ROTATION = ["AbdomenAtlas", "BTCV", "LiTS", "KiTS", "MSD_Pancreas", "MSD_Colon", "MSD_HepaticVessel", "MSD_Lung"]
 
+#: named rotations. ``public``: one case per public dataset in turn (most organ classes are labelled in 1 case of 8).
+#: ``atlas``: as in AbdomenAtlas 1.1, most public CTs carry the 25 re-annotated organs plus their own dataset's lesion
+#: label; a third of the cases keep only their original partial labels.
+ROTATIONS: dict[str, list[str]] = {
+    "public": TRAIN_ROTATION,
+    "atlas": [
+        "AbdomenAtlas+LiTS",
+        "AbdomenAtlas+KiTS",
+        "BTCV",
+        "AbdomenAtlas+MSD_Pancreas",
+        "AbdomenAtlas+MSD_Colon",
+        "LiTS",
+        "AbdomenAtlas+MSD_HepaticVessel",
+        "AbdomenAtlas+MSD_Lung",
+        "KiTS",
+    ],
+}
+
 
 def resolve_labels_present(labels_present: str | Sequence[int], num_classes: int = 32) -> list[int]:
-    """Template name or index list -> sorted list of 1-based indices in ``[1, num_classes]``.
+    """Template name (``"A+B"``: union), or index list -> sorted list of 1-based indices in ``[1, num_classes]``.
 
     Raises:
         ValueError naming the unknown template or the out-of-range index.
     """
     if isinstance(labels_present, str):
-        if labels_present not in TEMPLATES:
+        names = labels_present.split("+")
+        unknown = [n for n in names if n not in TEMPLATES]
+        if unknown:
             known = sorted(TEMPLATES)
-            raise ValueError(f"labels_present: unknown template {labels_present!r}, expected one of {known}")
-        labels_present = TEMPLATES[labels_present]
+            raise ValueError(f"labels_present: unknown template {unknown[0]!r} in {labels_present!r}, expected {known}")
+        labels_present = [i for n in names for i in TEMPLATES[n]]
     out = sorted({int(i) for i in labels_present})
     bad = [i for i in out if not 1 <= i <= num_classes]
     if bad:
@@ -95,7 +118,7 @@ def write_partial_datalist(
 
     data = {
         "description": "phantom cases split into pseudo-datasets that hide the classes the real dataset does not label",
-        "templates": {k: TEMPLATES[k] for k in {*rotation, val_template}},
+        "templates": {k: TEMPLATES[k] for k in sorted({k for name in {*rotation, val_template} for k in name.split("+")})},
         "training": [entry(c, rotation[i % len(rotation)]) for i, c in enumerate(train)],
         "validation": [entry(c, val_template) for c in val],
     }
@@ -111,9 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--phantoms", required=True, help="folder of <case>/{ct.nii.gz, combined_labels.nii.gz}")
     p.add_argument("--out", default=None, help="datalist path (default PHANTOMS/datalist_partial.json)")
     p.add_argument("--num_val", type=int, default=2)
+    p.add_argument("--rotation", choices=sorted(ROTATIONS), default="public", help="pseudo-dataset order (see ROTATIONS)")
     a = p.parse_args(argv)
     try:
-        path = write_partial_datalist(a.phantoms, a.out, a.num_val)
+        path = write_partial_datalist(a.phantoms, a.out, a.num_val, ROTATIONS[a.rotation])
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
