@@ -120,8 +120,10 @@ def test_bad_inputs_stop_with_the_file_named(tmp_path):
 
 def test_cli_converts_and_reports_errors_in_one_line(tmp_path, capsys):
     _kits(tmp_path / "kits", np.diag([2.0, 2.0, 2.0, 1.0]))
-    ok = run_cli(["-m", "universal_model.convert", "--source", "kits", "--input", tmp_path / "kits",
-                  "--out", tmp_path / "out"], cwd=REPO_ROOT / "bundles" / "universal_abdomen_ct_segmentation")
+    ok = run_cli(
+        ["-m", "universal_model.convert", "--source", "kits", "--input", tmp_path / "kits", "--out", tmp_path / "out"],
+        cwd=REPO_ROOT / "bundles" / "universal_abdomen_ct_segmentation",
+    )
     assert ok.returncode == 0, ok.stderr
     assert "1 training, 0 validation" in ok.stdout
     assert (tmp_path / "out" / "case_00000" / "combined_labels.nii.gz").is_file()
@@ -131,10 +133,18 @@ def test_cli_converts_and_reports_errors_in_one_line(tmp_path, capsys):
     lab = np.zeros(SHAPE, np.uint8)
     lab[4:8, 4:8, 4:8] = 1
     _msd(tmp_path / "Task03_Liver", lab)
-    assert convert_main(["--source", "msd_liver", "--input", str(tmp_path / "Task03_Liver"), "--out", str(tmp_path / "liver")]) == 0
+    assert (
+        convert_main(
+            ["--source", "msd_liver", "--input", str(tmp_path / "Task03_Liver"), "--out", str(tmp_path / "liver")]
+        )
+        == 0
+    )
     lists = [str(tmp_path / "out" / "datalist_partial.json"), str(tmp_path / "liver" / "datalist_partial.json")]
     assert convert_main(["--merge", *lists, "--out", str(tmp_path / "all")]) == 0
     merged = json.loads((tmp_path / "all" / "datalist_partial.json").read_text())
-    assert [e["dataset"] for e in merged["training"]] == ["KiTS", "LiTS"] and set(merged["templates"]) == {"KiTS", "LiTS"}
+    assert [e["dataset"] for e in merged["training"]] == ["KiTS", "LiTS"] and set(merged["templates"]) == {
+        "KiTS",
+        "LiTS",
+    }
     assert convert_main(["--merge", lists[0], lists[0], "--out", str(tmp_path / "dup")]) == 2
     assert "case id 'case_00000' already comes from another datalist" in capsys.readouterr().err

@@ -119,7 +119,8 @@ def test_partial_datalist_cli(tmp_path, capsys):
     assert [e["dataset"] for e in d["training"]] == ["AbdomenAtlas", "BTCV", "LiTS", "KiTS"]
     assert d["training"][2]["labels_present"] == [6, 27] and d["validation"][0]["dataset"] == "Full"
     out = tmp_path / "atlas.json"
-    assert partial_main(["--phantoms", str(tmp_path / "ph"), "--num_val", "1", "--rotation", "atlas", "--out", str(out)]) == 0
+    args = ["--phantoms", str(tmp_path / "ph"), "--num_val", "1", "--rotation", "atlas", "--out", str(out)]
+    assert partial_main(args) == 0
     atlas = json.loads(out.read_text())["training"]
     assert [e["dataset"] for e in atlas][:3] == ["AbdomenAtlas+LiTS", "AbdomenAtlas+KiTS", "BTCV"]
     assert atlas[1]["labels_present"] == list(range(1, 27)) + [32]

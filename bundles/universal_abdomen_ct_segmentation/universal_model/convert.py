@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from .io import safe_name
 from .label_space import classes, file_names
-from .partial_labels import TEMPLATES
+from .partial_labels import TEMPLATES, run_datalist_writer
 from .postprocess import assign_left_right
 from .writer import save_json, save_nifti
 
@@ -129,7 +129,9 @@ def _pairs_lits(root: Path) -> list[tuple[str, Path, Path]]:
 def _pairs_kits(root: Path) -> list[tuple[str, Path, Path]]:
     pairs = []
     for case in sorted(p for p in root.iterdir() if p.is_dir() and (p / "imaging.nii.gz").is_file()):
-        seg = next((case / n for n in ("aggregated_MAJ_seg.nii.gz", "segmentation.nii.gz") if (case / n).is_file()), None)
+        seg = next(
+            (case / n for n in ("aggregated_MAJ_seg.nii.gz", "segmentation.nii.gz") if (case / n).is_file()), None
+        )
         if seg is not None:
             pairs.append((case.name, case / "imaging.nii.gz", seg))
     return pairs
@@ -221,7 +223,9 @@ def _combine_abdomenatlas(seg_dir: Path, image: Path) -> tuple[np.ndarray, np.nd
     lesions = _lesion_indices()
     order = sorted(range(len(names)), key=lambda i: i + 1 in lesions)  # organs, then lesions on top
     for i in order:
-        path = next((seg_dir / f"{names[i]}{s}" for s in (".nii.gz", ".nii") if (seg_dir / f"{names[i]}{s}").is_file()), None)
+        path = next(
+            (seg_dir / f"{names[i]}{s}" for s in (".nii.gz", ".nii") if (seg_dir / f"{names[i]}{s}").is_file()), None
+        )
         if path is None:
             continue
         img = _read_label(path)
@@ -252,12 +256,18 @@ def convert_case(source: str, case: str, image: Path, label: Path, out_dir: Path
         labels = _map_labels(spec, _label_values(img, label), img.affine, label)
         affine, present = img.affine, list(TEMPLATES[spec.template])
     save_nifti(target, labels, affine)
-    return {"case": safe_name(case), "image": str(image.resolve()), "label": str(target.resolve()),
-            "dataset": spec.template, "labels_present": present}
+    return {
+        "case": safe_name(case),
+        "image": str(image.resolve()),
+        "label": str(target.resolve()),
+        "dataset": spec.template,
+        "labels_present": present,
+    }
 
 
-def convert_dataset(source: str, input_dir: str | Path, out_dir: str | Path, num_val: int = 0,
-                    limit: int | None = None) -> Path:
+def convert_dataset(
+    source: str, input_dir: str | Path, out_dir: str | Path, num_val: int = 0, limit: int | None = None
+) -> Path:
     """Convert every case of a dataset folder; the last ``num_val`` cases become validation. Returns the datalist."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}, expected one of {sorted(SOURCES)}")
@@ -316,17 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not a.merge and not (a.source and a.input):
         p.error("give --source and --input, or --merge")
-    try:
-        if a.merge:
-            path = merge_datalists(a.merge, a.out)
-        else:
-            path = convert_dataset(a.source, a.input, a.out, a.num_val, a.limit)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    d = json.loads(path.read_text())
-    print(f"wrote {path}: {len(d['training'])} training, {len(d['validation'])} validation cases")
-    return 0
+    if a.merge:
+        return run_datalist_writer(lambda: merge_datalists(a.merge, a.out))
+    return run_datalist_writer(lambda: convert_dataset(a.source, a.input, a.out, a.num_val, a.limit))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["HEAD_CHANNELS", "NUM_DYNAMIC_PARAMS", "DEFAULT_VOXEL_CHUNK", "split_parameters", "dynamic_head", "dynamic_head_loop"]
+__all__ = [
+    "HEAD_CHANNELS",
+    "NUM_DYNAMIC_PARAMS",
+    "DEFAULT_VOXEL_CHUNK",
+    "split_parameters",
+    "dynamic_head",
+    "dynamic_head_loop",
+]
 
 HEAD_CHANNELS = 8
 #: slope of the leaky ReLUs between the generated layers. The original uses ReLU; with a shared controller one bad

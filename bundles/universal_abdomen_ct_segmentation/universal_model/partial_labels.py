@@ -2,7 +2,8 @@
 
 Each template lists 1-based label-space indices. A datalist entry says which classes are labelled with
 ``labels_present``: a list of indices, the name of a template below, or names joined by ``+`` for their union
-(``"AbdomenAtlas+LiTS"``: a LiTS CT whose organs were re-annotated by AbdomenAtlas, so 25 organs + liver tumour). The loss ignores every other class
+(``"AbdomenAtlas+LiTS"``: a LiTS CT whose organs were re-annotated by AbdomenAtlas, so 25 organs + liver tumour).
+The loss ignores every other class
 ("masked back-propagation"). Phantom cases are fully labelled; :func:`write_partial_datalist` spreads them over
 pseudo-datasets so that training exercises the masking exactly as the public datasets would.
 
@@ -19,9 +20,18 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-__all__ = ["TEMPLATES", "TRAIN_ROTATION", "ROTATIONS", "resolve_labels_present", "find_cases", "write_partial_datalist", "main"]
+__all__ = [
+    "TEMPLATES",
+    "TRAIN_ROTATION",
+    "ROTATIONS",
+    "resolve_labels_present",
+    "find_cases",
+    "write_partial_datalist",
+    "run_datalist_writer",
+    "main",
+]
 
 #: dataset -> annotated label indices (1-based, label space order). Organs include their tumours in these datasets.
 TEMPLATES: dict[str, list[int]] = {
@@ -118,7 +128,7 @@ def write_partial_datalist(
 
     data = {
         "description": "phantom cases split into pseudo-datasets that hide the classes the real dataset does not label",
-        "templates": {k: TEMPLATES[k] for k in sorted({k for name in {*rotation, val_template} for k in name.split("+")})},
+        "templates": {k: TEMPLATES[k] for k in sorted({k for n in {*rotation, val_template} for k in n.split("+")})},
         "training": [entry(c, rotation[i % len(rotation)]) for i, c in enumerate(train)],
         "validation": [entry(c, val_template) for c in val],
     }
@@ -134,10 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--phantoms", required=True, help="folder of <case>/{ct.nii.gz, combined_labels.nii.gz}")
     p.add_argument("--out", default=None, help="datalist path (default PHANTOMS/datalist_partial.json)")
     p.add_argument("--num_val", type=int, default=2)
-    p.add_argument("--rotation", choices=sorted(ROTATIONS), default="public", help="pseudo-dataset order (see ROTATIONS)")
+    p.add_argument("--rotation", choices=sorted(ROTATIONS), default="public", help="pseudo-datasets (see ROTATIONS)")
     a = p.parse_args(argv)
+    return run_datalist_writer(lambda: write_partial_datalist(a.phantoms, a.out, a.num_val, ROTATIONS[a.rotation]))
+
+
+def run_datalist_writer(write: Callable[[], Path]) -> int:
+    """Run a datalist writer for a CLI: print what it wrote (0), or the error in one line on stderr (2)."""
     try:
-        path = write_partial_datalist(a.phantoms, a.out, a.num_val, ROTATIONS[a.rotation])
+        path = write()
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
