@@ -85,14 +85,14 @@ def dynamic_head(feature: torch.Tensor, theta: torch.Tensor, voxel_chunk: int = 
     flat = feature.reshape(b, c, -1)
     n = flat.shape[-1]
     step = n if voxel_chunk <= 0 else voxel_chunk
-    outs = []
+    # chunks are written into one preallocated output (a list + torch.cat would hold the logits twice)
+    out = flat.new_empty((b, k, n), dtype=torch.result_type(flat, theta))
     for start in range(0, n, step):
         f = flat[..., start : start + step]
         # baddbmm fuses the bias; the in-place leaky ReLU is safe (baddbmm's backward does not need its output)
         h = F.leaky_relu(torch.baddbmm(b1, w1, f), NEGATIVE_SLOPE, inplace=True).reshape(b * k, c, -1)
         h = F.leaky_relu(torch.baddbmm(b2, w2, h), NEGATIVE_SLOPE, inplace=True)
-        outs.append(torch.baddbmm(b3, w3, h).reshape(b, k, -1))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+        out[..., start : start + step] = torch.baddbmm(b3, w3, h).reshape(b, k, -1)
     return out.reshape(b, k, *feature.shape[2:])
 
 
