@@ -148,3 +148,6 @@ def test_cli_converts_and_reports_errors_in_one_line(tmp_path, capsys):
     }
     assert convert_main(["--merge", lists[0], lists[0], "--out", str(tmp_path / "dup")]) == 2
     assert "case id 'case_00000' already comes from another datalist" in capsys.readouterr().err
+    (tmp_path / "broken.json").write_text(json.dumps({"training": [{"image": "x.nii.gz"}]}))
+    assert convert_main(["--merge", str(tmp_path / "broken.json"), "--out", str(tmp_path / "broken")]) == 2
+    assert "broken.json: every training entry needs a 'case'" in capsys.readouterr().err

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .io import safe_name
 from .label_space import classes, file_names
 from .partial_labels import TEMPLATES, run_datalist_writer
-from .postprocess import assign_left_right
+from .postprocess import assign_left_right, left_axis_world
 from .writer import save_json, save_nifti
 
 __all__ = ["SOURCES", "SourceSpec", "convert_case", "convert_dataset", "merge_datalists", "main"]
@@ -176,9 +176,8 @@ def _split_kidneys(kidney: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, 
         return right, left
     centroid = np.mean(np.nonzero(kidney), axis=1)
     centre = (np.asarray(kidney.shape, dtype=np.float64) - 1) / 2
-    to_left = np.array([-1.0, 0.0, 0.0])  # nibabel affines map to RAS+ world coordinates
     aff = np.asarray(affine, dtype=np.float64)[:3, :3]
-    on_left = float((aff @ (centroid - centre)) @ to_left) > 0
+    on_left = float((aff @ (centroid - centre)) @ left_axis_world("RAS")) > 0  # nibabel affines map to RAS+
     mask = kidney.astype(np.uint8)
     return (np.zeros_like(mask), mask) if on_left else (mask, np.zeros_like(mask))
 
@@ -207,7 +206,7 @@ def _map_labels(source: SourceSpec, data: np.ndarray, affine: np.ndarray, path: 
         raise ValueError(f"{path}: label values {unknown} are not defined for this source (known: {sorted(known)})")
     out = np.zeros(data.shape, np.uint8)
     if source.kidney_value is not None:
-        kidney = (data != 0) & np.isin(data, [source.kidney_value, *source.label_map])  # organ includes its lesions
+        kidney = np.isin(data, [source.kidney_value, *source.label_map])  # the organ includes its lesions
         right, left = _split_kidneys(kidney.astype(np.uint8), affine)
         out[right > 0], out[left > 0] = KIDNEY_RIGHT, KIDNEY_LEFT
     lesions = _lesion_indices()
@@ -306,6 +305,8 @@ def merge_datalists(datalists: Sequence[str | Path], out_dir: str | Path) -> Pat
             raise ValueError(f"{path}: cannot read the datalist ({e})") from e
         for split in ("training", "validation"):
             for entry in d.get(split, []):
+                if not isinstance(entry, dict) or "case" not in entry:
+                    raise ValueError(f"{path}: every {split} entry needs a 'case', got {entry!r}")
                 if entry["case"] in seen:
                     raise ValueError(f"{path}: case id {entry['case']!r} already comes from another datalist")
                 seen.add(entry["case"])

@@ -3,9 +3,9 @@
 Each template lists 1-based label-space indices. A datalist entry says which classes are labelled with
 ``labels_present``: a list of indices, the name of a template below, or names joined by ``+`` for their union
 (``"AbdomenAtlas+LiTS"``: a LiTS CT whose organs were re-annotated by AbdomenAtlas, so 25 organs + liver tumour).
-The loss ignores every other class
-("masked back-propagation"). Phantom cases are fully labelled; :func:`write_partial_datalist` spreads them over
-pseudo-datasets so that training exercises the masking exactly as the public datasets would.
+The loss ignores every other class ("masked back-propagation"). Phantom cases are fully labelled;
+:func:`write_partial_datalist` spreads them over pseudo-datasets so that training exercises the masking exactly as
+the public datasets would.
 
 CLI::
 
