@@ -11,6 +11,7 @@ from universal_model.postprocess import (
     AnatomicalPostProcessd,
     SigmoidThresholdd,
     assign_left_right,
+    body_midline,
     largest_component,
     remove_small_components,
     restrict_lesions,
@@ -58,6 +59,39 @@ def test_left_right_single_component_keeps_majority_side_and_drops_specks():
     right_pred = organ - left_pred
     right, left = assign_left_right(right_pred | speck, left_pred, RAS, "RAS", min_fraction=0.1)
     np.testing.assert_array_equal(left, organ)
+    assert right.sum() == 0
+
+
+@pytest.mark.parametrize("affine, space", [(RAS, "RAS"), (LPS_AXES, "RAS"), (np.diag([1.0, 1, 1, 1]), "LPS")])
+def test_body_midline_and_merged_pair_split_at_it(affine, space):
+    """Two lungs touching at the midline, all predicted as 'left': the body's midline cuts them back into two."""
+    shape = (60, 20, 20)
+    body = np.zeros(shape, np.float32)
+    body[10:50, 2:18, 2:18] = 0.6  # body occupies voxel rows 10..49: its mid-plane lies between rows 29 and 30
+    body[10:12] = 0.0  # a few voxels less on one side must not move it by more than a voxel
+    midline = body_midline(body, affine, space, threshold=0.0, stride=1)
+    left_axis = -1.0 if space == "RAS" else 1.0
+    row_of = (midline / (left_axis * affine[0, 0]))  # world = affine[0,0] * row along x
+    assert 29.0 <= row_of <= 31.0
+    lung_a, lung_b = _box(shape, (15, 5, 5), (30, 15, 15)), _box(shape, (30, 5, 5), (45, 15, 15))  # one piece
+    right, left = assign_left_right(np.zeros(shape, np.uint8), lung_a | lung_b, affine, space, midline=midline)
+    left_is_low_index = (affine[0, 0] > 0) == (space == "RAS")
+    expected_left, expected_right = (lung_a, lung_b) if left_is_low_index else (lung_b, lung_a)
+    assert (left & expected_left).sum() >= 0.9 * expected_left.sum() and (left & expected_right).sum() <= 150
+    assert (right & expected_right).sum() >= 0.9 * expected_right.sum() and (right & left).sum() == 0
+    # without the midline the merged piece stays on one side (the rule the midline replaces)
+    right_c, left_c = assign_left_right(np.zeros(shape, np.uint8), lung_a | lung_b, affine, space)
+    assert right_c.sum() == 0 and left_c.sum() == (lung_a | lung_b).sum()
+    assert body_midline(np.zeros(shape), affine, space) is None
+
+
+def test_midline_split_keeps_a_single_organ_and_drops_a_speck():
+    """One kidney (the other removed) stays whole on its side; a speck across the midline is dropped."""
+    shape = (60, 20, 20)
+    kidney = _box(shape, (8, 5, 5), (20, 15, 15))
+    speck = _box(shape, (40, 8, 8), (41, 9, 9))
+    right, left = assign_left_right(kidney, speck, RAS, "RAS", min_fraction=0.1, midline=-30.0)
+    np.testing.assert_array_equal(left, kidney)  # RAS world: -x is the patient's left, so rows < 30 are left
     assert right.sum() == 0
 
 
@@ -146,8 +180,9 @@ def test_unknown_prompt_error_lists_names():
         resolve_prompts(["liver", "brain"])
 
 
+@pytest.mark.parametrize("image_key", [None, "image"])
 @pytest.mark.parametrize("orientation", ["RAS", "LPS"])
-def test_left_right_through_the_pipeline(tmp_path, orientation):
+def test_left_right_through_the_pipeline(tmp_path, orientation, image_key):
     """Read -> Orientationd RAS -> Spacingd -> L/R rule -> back to the original grid, for RAS and LPS files."""
     from monai.transforms import Orientationd, Spacingd
 
@@ -169,7 +204,7 @@ def test_left_right_through_the_pipeline(tmp_path, orientation):
 
     pred = MetaTensor(torch.stack([right_pred, torch.zeros_like(right_pred)]), meta=d["image"].meta)
     d.update({"pred": pred, "pred_classes": [2, 3]})  # right kidney, left kidney
-    d = AnatomicalPostProcessd("pred", paired_organs=[["kidney_right", "kidney_left"]])(d)
+    d = AnatomicalPostProcessd("pred", paired_organs=[["kidney_right", "kidney_left"]], image_key=image_key)(d)
     out = InvertToOriginalSpaced("pred", ref_key="original_ct")(d)["pred"].numpy()
     assert out.shape[1:] == shape
     high_i_is_left = orientation == "LPS"

@@ -4,10 +4,14 @@ Rules (all plain data in ``inference.json`` ``postprocess``):
 
 - ``largest_component``: classes (file names) that are one piece (liver, spleen...): keep the largest
   26-connected component.
-- ``paired_organs``: ``[right, left]`` file-name pairs. The union of both masks is split into its two largest
-  components (the second counts only when at least ``pair_min_fraction`` of the first); the one lying further to the
-  patient's left in world coordinates becomes the left organ. A single component keeps the side most of its voxels
-  were predicted as. World coordinates come from the affine, so RAS and LPS inputs give the same answer.
+- ``paired_organs``: ``[right, left]`` file-name pairs, re-labelled by position from the union of both masks.
+  With the image at hand (``image_key``), the union is cut at the body's mid-sagittal plane (``body_midline``) and
+  each side keeps its largest component: this also separates two organs the network merged into one piece (two
+  lungs touching in front of the heart were all called "left lung" before this rule). Without the image, the union
+  is split into its two largest components and the one further to the patient's left becomes the left organ; a single
+  component keeps the side most of its voxels were predicted as. Either way a side smaller than
+  ``pair_min_fraction`` of the other is dropped. World coordinates come from the affine, so RAS and LPS inputs give
+  the same answer.
 - lesions (``kind == "lesion"`` with ``host_organs`` in the label space): voxels outside the host organs dilated by
   ``lesion_host_dilation_mm`` are removed, then components smaller than ``min_lesion_volume_mm3`` are dropped.
 
@@ -34,6 +38,7 @@ __all__ = [
     "AnatomicalPostProcessd",
     "largest_component",
     "assign_left_right",
+    "body_midline",
     "restrict_lesions",
     "remove_small_components",
     "bounding_box",
@@ -86,8 +91,61 @@ def left_axis_world(space: str = "RAS") -> np.ndarray:
     return np.array([1.0, 0.0, 0.0]) if str(space).upper() == "LPS" else np.array([-1.0, 0.0, 0.0])
 
 
+def left_coordinate(box: Sequence[slice], affine: np.ndarray, space: str = "RAS") -> np.ndarray:
+    """Position (mm) of each voxel of ``box`` along the patient's left axis, an array broadcastable to the box."""
+    aff = np.asarray(affine, dtype=np.float64)
+    to_left = left_axis_world(space)
+    weights, offset = to_left @ aff[:3, :3], float(to_left @ aff[:3, 3])
+    grids = np.ix_(*[np.arange(s.start, s.stop, dtype=np.float64) for s in box])
+    return sum(w * g for w, g in zip(weights, grids)) + offset
+
+
+def body_midline(
+    image: np.ndarray, affine: np.ndarray, space: str = "RAS", threshold: float = 0.0, stride: int = 2
+) -> float | None:
+    """Left-axis position (mm) of the body's mid-sagittal plane, ``None`` when no voxel is above ``threshold``.
+
+    The body is ``image > threshold`` (every ``stride``-th voxel); the plane lies halfway between the 1st and 99th
+    percentiles of its left-axis positions, so a few voxels of a table or an arm do not move it.
+    """
+    img = np.asarray(image)
+    img = img[0] if img.ndim == 4 else img
+    if img.ndim != 3:
+        raise ValueError(f"body_midline: expected a 3D image, got shape {tuple(img.shape)}")
+    body = img[::stride, ::stride, ::stride] > threshold
+    if not body.any():
+        return None
+    sub = np.asarray(affine, dtype=np.float64).copy()
+    sub[:3, :3] *= stride
+    pos = np.broadcast_to(left_coordinate(tuple(slice(0, n) for n in body.shape), sub, space), body.shape)[body]
+    lo, hi = np.percentile(pos, [1.0, 99.0])
+    return float(lo + hi) / 2.0
+
+
+def _split_at_midline(union: np.ndarray, affine: np.ndarray, space: str, midline: float, min_fraction: float):
+    """``(right, left)`` uint8 masks: the largest component of ``union`` on each side of the ``midline`` plane."""
+    new_r, new_l = np.zeros(union.shape, np.uint8), np.zeros(union.shape, np.uint8)
+    box = bounding_box(union)
+    if box is None:
+        return new_r, new_l
+    inside = union[box] > 0
+    on_left = np.broadcast_to(left_coordinate(box, affine, space) > midline, inside.shape)
+    r, l = largest_component(inside & ~on_left), largest_component(inside & on_left)
+    n_r, n_l = int(np.count_nonzero(r)), int(np.count_nonzero(l))
+    if n_r >= min_fraction * n_l:
+        new_r[box] = r
+    if n_l >= min_fraction * n_r:
+        new_l[box] = l
+    return new_r, new_l
+
+
 def assign_left_right(
-    right: np.ndarray, left: np.ndarray, affine: np.ndarray, space: str = "RAS", min_fraction: float = 0.1
+    right: np.ndarray,
+    left: np.ndarray,
+    affine: np.ndarray,
+    space: str = "RAS",
+    min_fraction: float = 0.1,
+    midline: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Re-assign a paired organ to right/left by position (see the module docstring).
 
@@ -95,14 +153,19 @@ def assign_left_right(
         right, left: binary masks predicted for the right and left organ.
         affine: voxel -> world (mm) matrix of the masks.
         space: world convention of ``affine`` ("RAS" as MONAI readers produce, or "LPS").
-        min_fraction: the second largest component counts as the other organ only when at least this fraction of
-            the largest one; smaller components are dropped.
+        min_fraction: the smaller side (or the second largest component) counts as the other organ only when at
+            least this fraction of the larger one; smaller pieces are dropped.
+        midline: left-axis position (mm) of the body's mid-sagittal plane (``body_midline``); ``None`` splits by
+            components instead.
 
     Returns:
         new ``(right, left)`` uint8 masks.
     """
+    union = (right > 0) | (left > 0)
+    if midline is not None:
+        return _split_at_midline(union, affine, space, midline, min_fraction)
     new_r, new_l = np.zeros(right.shape, np.uint8), np.zeros(left.shape, np.uint8)
-    lab, sizes, box = _components((right > 0) | (left > 0))
+    lab, sizes, box = _components(union)
     if box is None or sizes.size < 2:
         return new_r, new_l
     order = np.argsort(sizes[1:])[::-1] + 1
@@ -208,12 +271,16 @@ class AnatomicalPostProcessd(MapTransform):
         lesion_host_dilation_mm: lesion voxels farther than this from every host organ are removed (mm).
         min_lesion_volume_mm3: smaller lesion components are removed (mm^3).
         classes_key: key of the 1-based class index of each channel (set by ``SigmoidThresholdd``).
+        image_key: key of the network-space image on the masks' grid; when present, paired organs are split at the
+            body's midline (``body_midline``), otherwise by components.
+        body_threshold: image values above this are body for ``body_midline`` (0.0 = the bottom of the HU window).
     """
 
     def __init__(self, keys: KeysCollection, label_space=None, largest_component: Sequence[str] = (),
                  paired_organs: Sequence[Sequence[str]] = (), pair_min_fraction: float = 0.1,
                  lesion_host_dilation_mm: float = 5.0, min_lesion_volume_mm3: float = 30.0,
-                 classes_key: str = "pred_classes", allow_missing_keys: bool = False):
+                 classes_key: str = "pred_classes", image_key: str | None = None, body_threshold: float = 0.0,
+                 allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         recs = ls_classes(label_space)
         self.by_file = {c["file_name"]: int(c["index"]) for c in recs}
@@ -229,15 +296,23 @@ class AnatomicalPostProcessd(MapTransform):
         self.dilation_mm = lesion_host_dilation_mm
         self.min_lesion_mm3 = min_lesion_volume_mm3
         self.classes_key = classes_key
+        self.image_key = image_key
+        self.body_threshold = body_threshold
 
-    def apply(self, masks: np.ndarray, classes: Sequence[int], affine: np.ndarray, space: str = "RAS") -> list[str]:
-        """Run the rules in place on ``masks`` (uint8 ``[K, X, Y, Z]``); returns notes for the report."""
+    def apply(
+        self, masks: np.ndarray, classes: Sequence[int], affine: np.ndarray, space: str = "RAS",
+        midline: float | None = None,
+    ) -> list[str]:
+        """Run the rules in place on ``masks`` (uint8 ``[K, X, Y, Z]``); returns notes for the report.
+
+        ``midline``: the body's mid-sagittal plane for the paired organs (see ``assign_left_right``).
+        """
         ch = {c: i for i, c in enumerate(classes)}
         notes = []
         for r, l in self.pairs:
             if r in ch and l in ch:
                 masks[ch[r]], masks[ch[l]] = assign_left_right(
-                    masks[ch[r]], masks[ch[l]], affine, space, self.pair_min_fraction
+                    masks[ch[r]], masks[ch[l]], affine, space, self.pair_min_fraction, midline
                 )
             else:  # only one side requested: it is still a single piece
                 for c in (r, l):
@@ -269,9 +344,22 @@ class AnatomicalPostProcessd(MapTransform):
             masks = np.ascontiguousarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t, dtype=np.uint8)
             affine = t.affine.numpy() if isinstance(t, MetaTensor) else np.eye(4)
             space = str(t.meta.get("space", "RAS")) if isinstance(t, MetaTensor) else "RAS"
-            notes = self.apply(masks, d[self.classes_key], affine, space)
+            midline = self._midline(d, masks.shape[1:], affine, space) if self.pairs else None
+            notes = self.apply(masks, d[self.classes_key], affine, space, midline)
             for n in notes:
                 logger.warning(n)
             d[key] = MetaTensor(torch.from_numpy(masks), meta=t.meta) if isinstance(t, MetaTensor) else masks
             d["postprocess_notes"] = notes
         return d
+
+    def _midline(self, d: Mapping[Hashable, Any], shape: Sequence[int], affine: np.ndarray, space: str):
+        """``body_midline`` of ``d[image_key]`` when it lies on the masks' grid, else ``None``."""
+        img = d.get(self.image_key) if self.image_key else None
+        if img is None:
+            return None
+        arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+        if tuple(arr.shape[-3:]) != tuple(shape):
+            logger.warning(f"{self.image_key} {tuple(arr.shape)} is not on the mask grid {tuple(shape)}: "
+                           "paired organs split by components")
+            return None
+        return body_midline(arr, affine, space, self.body_threshold)
