@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.atlasforge-installed
 DEMO   ?= datasets/demo
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-encodings clean
 
 install: $(STAMP)
 
@@ -31,6 +31,16 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# Text-prompt vs learned class codes of the universal model at an equal budget (~1 h on 2 CPU cores; not in `bench`).
+ENC ?= runs/encodings
+ENC_PHANTOMS := --shape 128,128,108 --spacing 3,3,3 --quiet
+bench-encodings: install
+	$(PY) datasets/phantoms.py --out $(ENC)/train --cases 54 --seed 7 $(ENC_PHANTOMS)
+	cd bundles/universal_abdomen_ct_segmentation && ../../$(PY) -m universal_model.partial_labels \
+		--phantoms $(abspath $(ENC))/train --num_val 3 --rotation atlas
+	$(PY) datasets/phantoms.py --out $(ENC)/heldout --cases 24 --seed 4242 $(ENC_PHANTOMS)
+	$(PY) benchmarks/compare_universal_encodings.py --train_dir $(ENC)/train --eval_dir $(ENC)/heldout --work $(ENC)/runs
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
