@@ -7,9 +7,9 @@ Rules (all plain data in ``inference.json`` ``postprocess``):
 - ``paired_organs``: ``[right, left]`` file-name pairs, re-labelled by position from the union of both masks.
   With the image at hand (``image_key``), the union is cut at the body's mid-sagittal plane (``body_midline``) and
   each side keeps its largest component: this also separates two organs the network merged into one piece (two
-  lungs touching in front of the heart were all called "left lung" before this rule). Without the image, the union
-  is split into its two largest components and the one further to the patient's left becomes the left organ; a single
-  component keeps the side most of its voxels were predicted as. Either way a side smaller than
+  touching lungs, mostly called "left lung", kept the right lung at Dice 0.25 before this rule). Without the image,
+  the union is split into its two largest components and the one further to the patient's left becomes the left
+  organ; a single component keeps the side most of its voxels were predicted as. Either way a side smaller than
   ``pair_min_fraction`` of the other is dropped. World coordinates come from the affine, so RAS and LPS inputs give
   the same answer.
 - lesions (``kind == "lesion"`` with ``host_organs`` in the label space): voxels outside the host organs dilated by
