@@ -75,7 +75,7 @@ def bundle_run(config: str, log: Path, *overrides: str) -> None:
 
 def summary(metrics_dir: Path) -> dict[str, float]:
     """Dice per class from ``summary.csv`` plus ``mean25`` over the 25 organ classes (NaN-free classes)."""
-    rows = list(csv.DictReader(open(metrics_dir / "summary.csv")))
+    rows = list(csv.DictReader((metrics_dir / "summary.csv").read_text().splitlines()))
     dice = {r["class"]: float(r["dice"]) for r in rows if r["dice"] not in ("", "nan")}
     organs = [float(r["dice"]) for r in rows if int(r["index"]) <= 25 and r["dice"] not in ("", "nan")]
     dice["mean25"] = sum(organs) / len(organs)
