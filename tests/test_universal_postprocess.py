@@ -136,6 +136,47 @@ def test_sigmoid_threshold_and_subset_channels():
     assert int(d["pred"][0].sum()) == 4 and int(d["pred"][1].sum()) == 0  # sigmoid(0.1) = 0.52 < 0.9
 
 
+def test_exclusive_kinds_give_each_voxel_one_organ_and_leave_lesions_alone():
+    """Spleen (1), liver (6), femur_right (24) compete; liver_tumor (27) stays independent of them."""
+    rng = np.random.default_rng(3)
+    logits = torch.from_numpy(rng.normal(0.0, 2.0, (4, 6, 5, 4)).astype(np.float32))
+    classes = [0, 5, 23, 26]
+    thresholds = {"default": 0.5, "femur_right": 0.8}
+    exclusive = SigmoidThresholdd("pred", class_indices=classes, threshold=thresholds,
+                                  exclusive_kinds=["organ", "bone"])({"pred": logits.clone()})["pred"].numpy()
+    independent = SigmoidThresholdd("pred", class_indices=classes, threshold=thresholds)(
+        {"pred": logits.clone()})["pred"].numpy()
+    p = torch.sigmoid(logits).numpy()
+    above = p >= np.array([0.5, 0.5, 0.8, 0.5])[:, None, None, None]
+    np.testing.assert_array_equal(independent, above)
+    np.testing.assert_array_equal(exclusive[3], above[3])  # lesion untouched
+    assert exclusive[:3].sum(0).max() == 1 and (above[:3].sum(0) > 1).any()  # overlaps existed and were resolved
+    scored = np.where(above[:3], p[:3], -1.0)
+    winner = np.argmax(scored, axis=0)
+    for c in range(3):
+        np.testing.assert_array_equal(exclusive[c], above[:3].any(0) & (winner == c))
+
+
+def test_exempt_class_stays_independent():
+    """Hepatic vessel (15) inside the liver (6): exempt, both keep the voxels where both are likely."""
+    logits = torch.full((2, 3, 3, 3), 2.0)
+    logits[1] = 1.0
+    t = SigmoidThresholdd("pred", class_indices=[5, 14], exclusive_kinds=["organ", "vessel"],
+                          exclusive_exempt=["hepatic_vessel"])
+    out = t({"pred": logits.clone()})["pred"]
+    assert int(out.sum()) == 2 * 27
+    strict = SigmoidThresholdd("pred", class_indices=[5, 14], exclusive_kinds=["organ", "vessel"])
+    out = strict({"pred": logits.clone()})["pred"]
+    assert int(out[0].sum()) == 27 and int(out[1].sum()) == 0
+
+
+def test_exclusive_settings_must_name_the_label_space():
+    with pytest.raises(ValueError, match="exclusive_kinds.*tissue"):
+        SigmoidThresholdd("pred", exclusive_kinds=["tissue"])
+    with pytest.raises(ValueError, match="exclusive_exempt.*portal_vein"):
+        SigmoidThresholdd("pred", exclusive_kinds=["vessel"], exclusive_exempt=["portal_vein"])
+
+
 @pytest.mark.parametrize("net_affine", [np.diag([1.5, 1.5, 1.5, 1.0]), np.array(
     [[0, 0, 1.5, -3.0], [-1.5, 0, 0, 10.0], [0, 1.5, 0, 2.0], [0, 0, 0, 1]])])
 def test_resample_nearest_matches_world_positions(net_affine):

@@ -221,6 +221,13 @@ def restrict_lesions(
 class SigmoidThresholdd(MapTransform):
     """Logits ``[K, ...]`` -> binary ``uint8`` masks: per-class sigmoid and threshold, in place, channel by channel.
 
+    Classes whose ``kind`` is in ``exclusive_kinds`` compete for each voxel: a voxel above the threshold of several of
+    them goes only to the most probable one, as in a label map where every voxel has one organ. Without this, the
+    independent sigmoids let two organs claim the same voxels, and ``combined_labels`` (higher index painted last)
+    handed them to whichever class comes later in the label space: a false "femur" blob over the spleen erased it.
+    Lesions, and the classes named in ``exclusive_exempt`` (hepatic vessels, drawn inside the liver), stay
+    independent: they lie inside another class and are painted over it in ``combined_labels``.
+
     Args:
         keys: network output keys.
         class_indices: 0-based channels the network produced (``None``: all ``num_classes``); stored as 1-based
@@ -230,17 +237,33 @@ class SigmoidThresholdd(MapTransform):
         classes_key: output key of the list of 1-based class indices of the channels.
         release_logits: free the float logits in place once thresholded (the engine still holds a reference; see
             ``inference.release_tensor``), so that float and uint8 full volumes never coexist for long.
+        exclusive_kinds: label-space kinds (e.g. ``["organ", "vessel", "bone"]``) whose classes are mutually
+            exclusive; empty keeps every class independent.
+        exclusive_exempt: file names of classes of those kinds that stay independent (structures inside another).
     """
 
     def __init__(self, keys: KeysCollection, class_indices=None, threshold: float | dict = 0.5, label_space=None,
                  num_classes: int = 32, classes_key: str = "pred_classes", release_logits: bool = True,
+                 exclusive_kinds: Sequence[str] = (), exclusive_exempt: Sequence[str] = (),
                  allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         self.release_logits = release_logits
         self.classes = [i + 1 for i in (range(num_classes) if class_indices is None else class_indices)]
-        names = {int(c["index"]): c["file_name"] for c in ls_classes(label_space)}
+        recs = {int(c["index"]): c for c in ls_classes(label_space)}
+        known_kinds = {c.get("kind") for c in recs.values()}
+        unknown = sorted(set(exclusive_kinds) - known_kinds)
+        if unknown:
+            raise ValueError(f"postprocess: exclusive_kinds {unknown} are not kinds of the label space {known_kinds}")
+        names = {i: c["file_name"] for i, c in recs.items()}
+        unknown = sorted(set(exclusive_exempt) - set(names.values()))
+        if unknown:
+            raise ValueError(f"postprocess: exclusive_exempt {unknown} are not file names of the label space")
         thr = threshold if isinstance(threshold, dict) else {"default": threshold}
         self.thresholds = [float(thr.get(names.get(i, ""), thr.get("default", 0.5))) for i in self.classes]
+        self.exclusive = [
+            ch for ch, i in enumerate(self.classes)
+            if recs.get(i, {}).get("kind") in set(exclusive_kinds) and names.get(i) not in set(exclusive_exempt)
+        ]
         self.classes_key = classes_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -249,14 +272,34 @@ class SigmoidThresholdd(MapTransform):
             logits = d[key]
             if logits.shape[0] != len(self.classes):
                 raise ValueError(f"network output has {logits.shape[0]} channels, expected {len(self.classes)}")
+            values = logits.as_tensor() if isinstance(logits, MetaTensor) else logits
             masks = torch.empty(logits.shape, dtype=torch.uint8)
             for c, t in enumerate(self.thresholds):
-                masks[c] = torch.sigmoid_(logits[c].as_tensor() if isinstance(logits, MetaTensor) else logits[c]) >= t
+                if c not in self.exclusive:
+                    masks[c] = torch.sigmoid_(values[c]) >= t
+            self._threshold_exclusive(values, masks)
             d[key] = MetaTensor(masks, meta=logits.meta) if isinstance(logits, MetaTensor) else masks
             if self.release_logits:
                 release_tensor(logits)
             d[self.classes_key] = list(self.classes)
         return d
+
+    def _threshold_exclusive(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        """Fill ``masks`` of the exclusive channels: each voxel to the most probable class above its threshold.
+
+        Runs channel by channel with one running maximum, so no ``[K, ...]`` float copy is made.
+        """
+        if not self.exclusive:
+            return
+        best_p = torch.zeros(logits.shape[1:], dtype=logits.dtype)
+        winner = torch.zeros(logits.shape[1:], dtype=torch.uint8)  # 0: none, j + 1: self.exclusive[j]
+        for j, c in enumerate(self.exclusive):
+            p = torch.sigmoid_(logits[c])
+            better = (p >= self.thresholds[c]) & (p > best_p)
+            best_p = torch.where(better, p, best_p)
+            winner[better] = j + 1
+        for j, c in enumerate(self.exclusive):
+            masks[c] = winner == j + 1
 
 
 class AnatomicalPostProcessd(MapTransform):
