@@ -68,6 +68,25 @@ def test_absent_class_gets_bce_only_unless_dice_on_absent():
     assert not torch.allclose(grads[True], bce_only, atol=1e-7)  # the paper's variant does
 
 
+def test_pos_weight_scales_the_push_on_rare_positives_up_to_the_cap():
+    """A saturated rare class: positives' BCE gradient grows by min(negatives / positives, cap); negatives keep theirs."""
+    t = torch.zeros(1, 2, 8, 8, 8)
+    t[0, 0, 0, 0, :2] = 1  # class 0: 2 of 512 voxels (ratio 255)
+    t[0, 1, :4] = 1  # class 1: half the crop (ratio 1)
+    grads = {}
+    for cap in (1.0, 30.0, 1000.0):
+        logits = torch.full((1, 2, 8, 8, 8), -12.0, requires_grad=True)
+        MaskedBCEDiceLoss(lambda_dice=0.0, pos_weight_max=cap)(logits, t).backward()
+        grads[cap] = logits.grad[0].clone()
+    pos, neg = t[0, 0] > 0, t[0, 0] == 0
+    assert torch.allclose(grads[30.0][0][pos], 30.0 * grads[1.0][0][pos])
+    assert torch.allclose(grads[1000.0][0][pos], 255.0 * grads[1.0][0][pos])
+    assert torch.equal(grads[30.0][0][neg], grads[1.0][0][neg])
+    assert torch.equal(grads[30.0][1], grads[1.0][1])  # a balanced class is unchanged
+    with pytest.raises(ValueError, match="pos_weight_max"):
+        MaskedBCEDiceLoss(pos_weight_max=0.5)
+
+
 @pytest.mark.parametrize("as_tensor", [False, True])
 def test_label_channels_organs_include_lesions_and_hidden_classes(as_tensor):
     lab = np.zeros((1, 10, 6, 6), np.uint8)

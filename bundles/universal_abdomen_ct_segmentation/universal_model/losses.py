@@ -33,14 +33,26 @@ class MaskedBCEDiceLoss(nn.Module):
             ``smooth / (sum(p) + smooth)^2`` is ~10^4x the voxel-mean BCE's once ``sum(p)`` is small; with a
             shared controller it drove every generated head to logits of -100 ("background everywhere", Dice 0)
             within 30 steps (measured on phantom crops). BCE still penalises false positives in those crops.
+        pos_weight_max: the positive voxels of a (sample, class) pair weigh ``min(negatives / positives,
+            pos_weight_max)`` in the BCE (1 = plain BCE). Why: a small class (adrenal gland, ~160 of 262,144 voxels
+            of a 64^3 crop) whose sigmoid has saturated near 0 gets almost no Dice gradient (``p (1 - p)``) and a
+            voxel-mean BCE push of ``positives / voxels`` ~ 6e-4; the 0.4.0 weights had such heads stuck at p < 0.01
+            everywhere (esophagus, adrenal glands, celiac trunk, every lesion class). Six epochs at a cap of 30
+            brought esophagus and celiac trunk back (mean probability inside them 0.46 and 0.14) but every organ
+            grew past its border (the weight moves the 0.5 boundary to a ~1/31 chance), so the shipped weights use
+            it as a short revival phase followed by plain BCE (docs/README.md, "Training").
     """
 
     def __init__(
-        self, lambda_bce: float = 1.0, lambda_dice: float = 1.0, smooth: float = 1.0, dice_on_absent: bool = False
+        self, lambda_bce: float = 1.0, lambda_dice: float = 1.0, smooth: float = 1.0, dice_on_absent: bool = False,
+        pos_weight_max: float = 1.0,
     ):
         super().__init__()
+        if pos_weight_max < 1.0:
+            raise ValueError(f"MaskedBCEDiceLoss: pos_weight_max must be >= 1, got {pos_weight_max}")
         self.lambda_bce, self.lambda_dice, self.smooth = lambda_bce, lambda_dice, smooth
         self.dice_on_absent = dice_on_absent
+        self.pos_weight_max = pos_weight_max
 
     def per_class(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unmasked ``(bce, dice_loss)``, each ``[B, K]`` (targets clamped to ``[0, 1]``)."""
@@ -48,7 +60,11 @@ class MaskedBCEDiceLoss(nn.Module):
             raise ValueError(f"MaskedBCEDiceLoss: logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
         t = target.clamp(min=0).to(logits.dtype).flatten(2)
         x = logits.flatten(2)
-        bce = F.binary_cross_entropy_with_logits(x, t, reduction="none").mean(-1)
+        pos_weight = None
+        if self.pos_weight_max > 1.0:
+            n_pos = t.sum(-1, keepdim=True)
+            pos_weight = ((t.shape[-1] - n_pos) / n_pos.clamp(min=1.0)).clamp(1.0, self.pos_weight_max)
+        bce = F.binary_cross_entropy_with_logits(x, t, pos_weight=pos_weight, reduction="none").mean(-1)
         p = torch.sigmoid(x)
         dice = 1 - (2 * (p * t).sum(-1) + self.smooth) / (p.sum(-1) + t.sum(-1) + self.smooth)
         return bce, dice
