@@ -260,9 +260,10 @@ class SigmoidThresholdd(MapTransform):
             raise ValueError(f"postprocess: exclusive_exempt {unknown} are not file names of the label space")
         thr = threshold if isinstance(threshold, dict) else {"default": threshold}
         self.thresholds = [float(thr.get(names.get(i, ""), thr.get("default", 0.5))) for i in self.classes]
+        kinds, exempt = set(exclusive_kinds), set(exclusive_exempt)
         self.exclusive = [
             ch for ch, i in enumerate(self.classes)
-            if recs.get(i, {}).get("kind") in set(exclusive_kinds) and names.get(i) not in set(exclusive_exempt)
+            if recs.get(i, {}).get("kind") in kinds and names.get(i) not in exempt
         ]
         self.classes_key = classes_key
 
@@ -274,8 +275,9 @@ class SigmoidThresholdd(MapTransform):
                 raise ValueError(f"network output has {logits.shape[0]} channels, expected {len(self.classes)}")
             values = logits.as_tensor() if isinstance(logits, MetaTensor) else logits
             masks = torch.empty(logits.shape, dtype=torch.uint8)
+            exclusive = set(self.exclusive)
             for c, t in enumerate(self.thresholds):
-                if c not in self.exclusive:
+                if c not in exclusive:
                     masks[c] = torch.sigmoid_(values[c]) >= t
             self._threshold_exclusive(values, masks)
             d[key] = MetaTensor(masks, meta=logits.meta) if isinstance(logits, MetaTensor) else masks
@@ -287,7 +289,8 @@ class SigmoidThresholdd(MapTransform):
     def _threshold_exclusive(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
         """Fill ``masks`` of the exclusive channels: each voxel to the most probable class above its threshold.
 
-        Runs channel by channel with one running maximum, so no ``[K, ...]`` float copy is made.
+        Runs channel by channel, in place on ``logits``, with one running maximum: no ``[K, ...]`` float copy and
+        no new float volume per channel.
         """
         if not self.exclusive:
             return
@@ -295,9 +298,9 @@ class SigmoidThresholdd(MapTransform):
         winner = torch.zeros(logits.shape[1:], dtype=torch.uint8)  # 0: none, j + 1: self.exclusive[j]
         for j, c in enumerate(self.exclusive):
             p = torch.sigmoid_(logits[c])
-            better = (p >= self.thresholds[c]) & (p > best_p)
-            best_p = torch.where(better, p, best_p)
-            winner[better] = j + 1
+            p.masked_fill_(p < self.thresholds[c], 0.0)  # below its threshold a class cannot win
+            winner[p > best_p] = j + 1
+            torch.maximum(best_p, p, out=best_p)
         for j, c in enumerate(self.exclusive):
             masks[c] = winner == j + 1
 
