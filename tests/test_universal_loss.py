@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from universal_train_data import write_phantoms
+from monai.data import MetaTensor
 from universal_model.losses import MaskedBCEDiceLoss
 from universal_model.metrics import MaskedDiceMetric
-from universal_model.partial_labels import TEMPLATES, main as partial_main, resolve_labels_present
+from universal_model.partial_labels import TEMPLATES, resolve_labels_present
+from universal_model.partial_labels import main as partial_main
 from universal_model.transforms import UNLABELLED, LabelToChannels, LabelToChannelsd
+from universal_train_data import write_phantoms
 
 
 def _target(labelled_rows):
@@ -85,6 +86,30 @@ def test_pos_weight_scales_the_push_on_rare_positives_up_to_the_cap():
     assert torch.equal(grads[30.0][1], grads[1.0][1])  # a balanced class is unchanged
     with pytest.raises(ValueError, match="pos_weight_max"):
         MaskedBCEDiceLoss(pos_weight_max=0.5)
+
+
+def test_pos_weight_cap_per_class_boosts_only_the_listed_classes():
+    """With one cap per class, only the class given a cap above 1 has its rare positives scaled."""
+    t = torch.zeros(1, 2, 8, 8, 8)
+    t[0, :, 0, 0, :2] = 1  # both classes: 2 of 512 voxels
+    grads = {}
+    for caps in ((1.0, 1.0), (30.0, 1.0)):
+        logits = torch.full((1, 2, 8, 8, 8), -12.0, requires_grad=True)
+        MaskedBCEDiceLoss(lambda_dice=0.0, pos_weight_max=caps)(logits, t).backward()
+        grads[caps] = logits.grad[0].clone()
+    pos = t[0, 0] > 0
+    assert torch.allclose(grads[(30.0, 1.0)][0][pos], 30.0 * grads[(1.0, 1.0)][0][pos])
+    assert torch.equal(grads[(30.0, 1.0)][1], grads[(1.0, 1.0)][1])
+    subset = MetaTensor(t[:, 1:].clone())  # only class 1 kept, as PrepareLabelledClasses does
+    subset.meta["class_indices"] = torch.tensor([1])
+    logits = torch.full((1, 1, 8, 8, 8), -12.0, requires_grad=True)
+    MaskedBCEDiceLoss(lambda_dice=0.0, pos_weight_max=[30.0, 1.0])(logits, subset).backward()
+    # class 1's own cap (1), not class 0's; x2: the mean now runs over one class, not two
+    assert torch.allclose(logits.grad[0, 0], 2 * grads[(1.0, 1.0)][1])
+    with pytest.raises(ValueError, match="3 pos_weight_max values for 2 classes"):
+        MaskedBCEDiceLoss(pos_weight_max=[2.0, 1.0, 1.0])(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 2, 4, 4, 4))
+    with pytest.raises(ValueError, match="pos_weight_max"):
+        MaskedBCEDiceLoss(pos_weight_max=[2.0, 0.5])
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
@@ -160,6 +185,32 @@ def test_prepare_batch_keeps_only_labelled_classes():
         {"image": torch.rand(2, 1, 4, 4, 4), "label": label, "labels_present": mask}
     )
     assert kwargs["class_indices"].tolist() == [5, 26, 30] and target.shape == (2, 3, 4, 4, 4)
+    assert target.meta["class_indices"].tolist() == [5, 26, 30]  # per-class loss settings find their classes
     assert (target[0, 2] == UNLABELLED).all() and (target[1, :2] == UNLABELLED).all() and args == ()
     image, target = PrepareLabelledClasses()({"image": torch.rand(1, 1, 4, 4, 4), "label": label[:1]})
     assert target.shape[1] == 32
+
+
+def _lesion_meta(case_dir, class_indices):
+    lesions = [{"class_index": i, "class_name": str(i)} for i in class_indices]
+    (case_dir / "meta.json").write_text(json.dumps({"lesions": lesions}))
+
+
+def test_partial_datalist_gives_lesion_datasets_the_cases_with_their_lesions(tmp_path, capsys):
+    """As LiTS holds liver-tumour CTs, the LiTS pseudo-dataset gets the phantom with the liver tumour (and KiTS the
+    kidney cyst), so the lesion labels are not hidden; the number of cases per pseudo-dataset is unchanged."""
+    root = write_phantoms(tmp_path / "ph", cases=5)
+    _lesion_meta(root / "case_000", [32])  # kidney cyst
+    _lesion_meta(root / "case_003", [27])  # liver tumour
+    _lesion_meta(root / "case_001", [])
+    assert partial_main(["--phantoms", str(root), "--num_val", "1"]) == 0
+    train = json.loads((root / "datalist_partial.json").read_text())["training"]
+    assert [e["dataset"] for e in train] == ["KiTS", "AbdomenAtlas", "BTCV", "LiTS"]
+    assert [e["case"] for e in train] == ["case_000", "case_001", "case_002", "case_003"]
+    out = tmp_path / "rr.json"
+    assert partial_main(["--phantoms", str(root), "--num_val", "1", "--assign", "round_robin", "--out", str(out)]) == 0
+    assert [e["dataset"] for e in json.loads(out.read_text())["training"]] == ["AbdomenAtlas", "BTCV", "LiTS", "KiTS"]
+    (root / "case_002" / "meta.json").write_text("{not json")
+    assert partial_main(["--phantoms", str(root), "--num_val", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "case_002/meta.json" in err and "unreadable lesion list" in err

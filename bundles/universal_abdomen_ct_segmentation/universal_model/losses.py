@@ -9,6 +9,8 @@ which in the original code made empty slices contribute a constant loss of 1 and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,19 +42,35 @@ class MaskedBCEDiceLoss(nn.Module):
             everywhere (esophagus, adrenal glands, celiac trunk, every lesion class). Six epochs at a cap of 30
             brought esophagus and celiac trunk back (mean probability inside them 0.46 and 0.14) but every organ
             grew past its border (the weight moves the 0.5 boundary to a ~1/31 chance), so the shipped weights use
-            it as a short revival phase followed by plain BCE (docs/README.md, "Training").
+            it as a short revival phase followed by plain BCE (docs/README.md, "Training"). A sequence gives one cap
+            per class (length ``K``), so only the small classes (adrenal glands, prostate, lesions) need be boosted
+            while the organs train with plain BCE.
     """
 
     def __init__(
         self, lambda_bce: float = 1.0, lambda_dice: float = 1.0, smooth: float = 1.0, dice_on_absent: bool = False,
-        pos_weight_max: float = 1.0,
+        pos_weight_max: float | Sequence[float] = 1.0,
     ):
         super().__init__()
-        if pos_weight_max < 1.0:
-            raise ValueError(f"MaskedBCEDiceLoss: pos_weight_max must be >= 1, got {pos_weight_max}")
+        caps = torch.as_tensor(pos_weight_max, dtype=torch.float32)
+        if caps.dim() > 1 or not bool((caps >= 1.0).all()):
+            raise ValueError(f"MaskedBCEDiceLoss: pos_weight_max must be a number >= 1 or a list of them, got "
+                             f"{pos_weight_max}")
         self.lambda_bce, self.lambda_dice, self.smooth = lambda_bce, lambda_dice, smooth
         self.dice_on_absent = dice_on_absent
-        self.pos_weight_max = pos_weight_max
+        self.register_buffer("pos_weight_max", caps.reshape(-1, 1), persistent=False)
+
+    def _caps_for(self, target: torch.Tensor) -> torch.Tensor:
+        """``[K', 1]`` caps for the channels of ``target``: all classes, or those in ``target.meta["class_indices"]``
+        (set by :class:`~universal_model.training.PrepareLabelledClasses` when it keeps only the labelled classes)."""
+        caps, k = self.pos_weight_max, target.shape[1]
+        if caps.shape[0] in (1, k):
+            return caps
+        indices = getattr(target, "meta", {}).get("class_indices")
+        if indices is None or len(indices) != k:
+            raise ValueError(f"MaskedBCEDiceLoss: {caps.shape[0]} pos_weight_max values for {k} classes and the "
+                             "target names no matching meta['class_indices']")
+        return caps[torch.as_tensor(indices).to(caps.device)]
 
     def per_class(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unmasked ``(bce, dice_loss)``, each ``[B, K]`` (targets clamped to ``[0, 1]``)."""
@@ -60,10 +78,12 @@ class MaskedBCEDiceLoss(nn.Module):
             raise ValueError(f"MaskedBCEDiceLoss: logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
         t = target.clamp(min=0).to(logits.dtype).flatten(2)
         x = logits.flatten(2)
+        caps = self._caps_for(target)
         pos_weight = None
-        if self.pos_weight_max > 1.0:
+        if bool((caps > 1.0).any()):
             n_pos = t.sum(-1, keepdim=True)
-            pos_weight = ((t.shape[-1] - n_pos) / n_pos.clamp(min=1.0)).clamp(1.0, self.pos_weight_max)
+            ratio = (t.shape[-1] - n_pos) / n_pos.clamp(min=1.0)
+            pos_weight = torch.minimum(ratio.clamp(min=1.0), caps.to(ratio))
         bce = F.binary_cross_entropy_with_logits(x, t, pos_weight=pos_weight, reduction="none").mean(-1)
         p = torch.sigmoid(x)
         dice = 1 - (2 * (p * t).sum(-1) + self.smooth) / (p.sum(-1) + t.sum(-1) + self.smooth)

@@ -5,7 +5,8 @@ work (the dynamic heads dominate the cost of a training step on a CPU: measured 
 U-Net backbone, 2 x 64^3 crops, 32 classes). :class:`PrepareLabelledClasses` is a MONAI ``prepare_batch``:
 it passes ``class_indices`` = the union of the batch's labelled classes to ``UniversalModel.forward`` and
 returns only those label channels; channels labelled in one sample but not in another keep their -1 and are
-masked by the loss as before.
+masked by the loss as before. The selected label is a ``MetaTensor`` whose ``meta["class_indices"]`` names its
+channels, so a per-class loss setting (``MaskedBCEDiceLoss(pos_weight_max=[...])``) still finds its classes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
+from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from monai.utils import CommonKeys
 
@@ -22,6 +23,8 @@ __all__ = ["PrepareLabelledClasses"]
 
 class PrepareLabelledClasses(PrepareBatch):
     """``prepare_batch`` returning ``(image, label[:, labelled], (), {"class_indices": labelled})``.
+
+    The returned label carries ``meta["class_indices"] = labelled``.
 
     Args:
         mask_key: key of the ``[B, num_classes]`` labelled-class mask written by ``LabelToChannelsd``;
@@ -40,4 +43,7 @@ class PrepareLabelledClasses(PrepareBatch):
         labelled = torch.nonzero(mask.reshape(-1, mask.shape[-1]).amax(0) > 0).flatten().to(label.device)
         if labelled.numel() == 0:
             raise ValueError("PrepareLabelledClasses: a training batch has no labelled class (check labels_present)")
-        return image, label.index_select(1, labelled), (), {"class_indices": labelled}
+        selected = label.index_select(1, labelled)
+        selected = selected if isinstance(selected, MetaTensor) else MetaTensor(selected)
+        selected.meta["class_indices"] = labelled
+        return image, selected, (), {"class_indices": labelled}
