@@ -38,7 +38,7 @@ ENC_PHANTOMS := --shape 128,128,108 --spacing 3,3,3 --quiet
 bench-encodings: install
 	$(PY) datasets/phantoms.py --out $(ENC)/train --cases 54 --seed 7 $(ENC_PHANTOMS)
 	cd bundles/universal_abdomen_ct_segmentation && ../../$(PY) -m universal_model.partial_labels \
-		--phantoms $(abspath $(ENC))/train --num_val 3 --rotation atlas
+		--phantoms $(abspath $(ENC))/train --num_val 3 --rotation atlas --assign round_robin
 	$(PY) datasets/phantoms.py --out $(ENC)/heldout --cases 24 --seed 4242 $(ENC_PHANTOMS)
 	$(PY) benchmarks/compare_universal_encodings.py --train_dir $(ENC)/train --eval_dir $(ENC)/heldout --work $(ENC)/runs
 

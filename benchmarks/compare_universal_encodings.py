@@ -9,7 +9,7 @@ side (mean Dice over the 25 organ classes and the main organs). Not part of ``ma
 
     python datasets/phantoms.py --out TRAIN --cases 54 --seed 7 --shape 128,128,108 --spacing 3,3,3 --quiet
     (cd bundles/universal_abdomen_ct_segmentation && python -m universal_model.partial_labels --phantoms TRAIN \
-        --num_val 3 --rotation atlas)
+        --num_val 3 --rotation atlas --assign round_robin)  # the split of the reported figures
     python datasets/phantoms.py --out HELD --cases 24 --seed 4242 --shape 128,128,108 --spacing 3,3,3 --quiet
     python benchmarks/compare_universal_encodings.py --train_dir TRAIN --eval_dir HELD --work OUT
 """
