@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+
+from universal_train_data import write_phantoms  # first: puts the bundle on sys.path
 from universal_model.losses import MaskedBCEDiceLoss
 from universal_model.metrics import MaskedDiceMetric
-from universal_model.partial_labels import TEMPLATES, resolve_labels_present
-from universal_model.partial_labels import main as partial_main
+from universal_model.partial_labels import TEMPLATES, main as partial_main, resolve_labels_present
 from universal_model.transforms import UNLABELLED, LabelToChannels, LabelToChannelsd
-from universal_train_data import write_phantoms
 
 
 def _target(labelled_rows):
@@ -210,7 +210,12 @@ def test_partial_datalist_gives_lesion_datasets_the_cases_with_their_lesions(tmp
     out = tmp_path / "rr.json"
     assert partial_main(["--phantoms", str(root), "--num_val", "1", "--assign", "round_robin", "--out", str(out)]) == 0
     assert [e["dataset"] for e in json.loads(out.read_text())["training"]] == ["AbdomenAtlas", "BTCV", "LiTS", "KiTS"]
+    before = (root / "datalist_partial.json").read_text()
     (root / "case_002" / "meta.json").write_text("{not json")
     assert partial_main(["--phantoms", str(root), "--num_val", "1"]) == 2
     err = capsys.readouterr().err
-    assert "case_002/meta.json" in err and "unreadable lesion list" in err
+    assert "case_002/meta.json: not valid JSON" in err
+    (root / "case_002" / "meta.json").write_text(json.dumps({"lesions": [{"class_name": "no index"}]}))
+    assert partial_main(["--phantoms", str(root), "--num_val", "1"]) == 2
+    assert "case_002/meta.json: unreadable lesion list" in capsys.readouterr().err
+    assert (root / "datalist_partial.json").read_text() == before  # a failed run leaves the datalist as it was

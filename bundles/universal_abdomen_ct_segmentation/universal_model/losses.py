@@ -41,10 +41,9 @@ class MaskedBCEDiceLoss(nn.Module):
             voxel-mean BCE push of ``positives / voxels`` ~ 6e-4; the 0.4.0 weights had such heads stuck at p < 0.01
             everywhere (esophagus, adrenal glands, celiac trunk, every lesion class). Six epochs at a cap of 30
             brought esophagus and celiac trunk back (mean probability inside them 0.46 and 0.14) but every organ
-            grew past its border (the weight moves the 0.5 boundary to a ~1/31 chance), so the shipped weights use
-            it as a short revival phase followed by plain BCE (docs/README.md, "Training"). A sequence gives one cap
-            per class (length ``K``), so only the small classes (adrenal glands, prostate, lesions) need be boosted
-            while the organs train with plain BCE.
+            grew past its border (the weight moves the 0.5 boundary to a ~1/31 chance). A sequence gives one cap
+            per class (length ``K``), so only the small classes (adrenal glands, prostate, lesions) are boosted while
+            the organs train with plain BCE, as in the runs behind the shipped weights (docs/README.md, "Training").
     """
 
     def __init__(

@@ -25,7 +25,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .jsonfile import read_json
 from .label_space import lesion_hosts
+from .writer import atomic_write
 
 __all__ = [
     "TEMPLATES",
@@ -116,13 +118,14 @@ def case_lesions(case: dict[str, str]) -> set[int]:
     """Label indices of the lesions in a phantom case (its ``meta.json``); empty when it has no ``meta.json``.
 
     Raises:
-        ValueError naming the file when ``meta.json`` is not valid JSON or lacks integer ``class_index`` entries.
+        ValueError naming the file when ``meta.json`` is not valid JSON or its lesions lack an integer ``class_index``.
     """
     meta = Path(case["image"]).parent / "meta.json"
     if not meta.is_file():
         return set()
+    content = read_json(meta, "phantom meta.json")
     try:
-        return {int(lesion["class_index"]) for lesion in json.loads(meta.read_text()).get("lesions", [])}
+        return {int(lesion["class_index"]) for lesion in content.get("lesions", [])}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{meta}: unreadable lesion list ({e})") from None
 
@@ -179,7 +182,7 @@ def write_partial_datalist(
     }
     out = Path(out) if out else Path(phantoms) / "datalist_partial.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=2))
+    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from monai.utils import CommonKeys
