@@ -85,8 +85,11 @@ def write_dicom_series(folder: Path, vol: np.ndarray, spacing=(0.8, 0.7, 2.5), o
     return folder
 
 
-def run_bundle(config: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run --config_file configs/<config> ...`` from the bundle folder."""
+def run_bundle(config: str | list[str], *args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run --config_file configs/<config> ...`` from the bundle folder (a list of configs is
+    merged in order, as ``--config_file "['configs/a.json','configs/b.json']"``)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"configs/{config}", *map(str, args)]
+    files = [f"configs/{c}" for c in ([config] if isinstance(config, str) else config)]
+    config_arg = files[0] if len(files) == 1 else str(files)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, *map(str, args)]
     return subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=timeout)

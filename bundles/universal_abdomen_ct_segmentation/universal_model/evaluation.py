@@ -30,7 +30,7 @@ from .label_space import classes as ls_classes
 from .postprocess import bounding_box, voxel_spacing_mm
 from .writer import atomic_write, case_dir, save_json
 
-__all__ = ["load_datalist", "dice", "surface_dice", "score_case", "summarise", "CohortEvaluator"]
+__all__ = ["load_datalist", "load_labels", "dice", "surface_dice", "score_case", "summarise", "CohortEvaluator"]
 
 _DATALIST_KEYS = ("evaluation", "testing", "test", "validation", "data", "training")
 
@@ -105,7 +105,8 @@ def _present(entry: dict, by_name: dict[str, int]) -> set[int] | None:
     return out
 
 
-def _load_labels(path: str | os.PathLike, what: str) -> tuple[np.ndarray, np.ndarray]:
+def load_labels(path: str | os.PathLike, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(uint8 label array, affine)`` of a NIfTI label map; errors name the file and ``what`` it is."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: {what} not found")
@@ -186,8 +187,8 @@ class CohortEvaluator:
         """Score all cases, write the files, print the table; returns the ``metrics.json`` content."""
         per_case: dict[str, dict[int, dict]] = {}
         for e in self.entries:
-            gt, gt_aff = _load_labels(e["label"], "ground-truth labels")
-            pred, pred_aff = _load_labels(case_dir(self.prediction_dir, e["case"]) / "combined_labels.nii.gz",
+            gt, gt_aff = load_labels(e["label"], "ground-truth labels")
+            pred, pred_aff = load_labels(case_dir(self.prediction_dir, e["case"]) / "combined_labels.nii.gz",
                                           "prediction")
             if pred.shape != gt.shape or not np.allclose(pred_aff, gt_aff, atol=1e-3):
                 raise ValueError(f"{e['label']}: prediction grid {pred.shape} differs from ground truth {gt.shape}")

@@ -367,21 +367,32 @@ class AnatomicalPostProcessd(MapTransform):
         for c in self.largest:
             if c in ch:
                 masks[ch[c]] = largest_component(masks[ch[c]])
-        spacing = voxel_spacing_mm(affine)
-        voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
         for c, hosts in self.hosts.items():
             if c not in ch:
                 continue
-            present = [h for h in hosts if h in ch]
-            if present:
-                host = np.zeros(masks.shape[1:], np.uint8)
-                for h in present:
-                    host |= masks[ch[h]]
-                masks[ch[c]] = restrict_lesions(masks[ch[c]], host, spacing, self.dilation_mm)
-            elif hosts:
+            host = self.host_mask(masks, classes, c)
+            if host is None and hosts:
                 notes.append(f"class {c}: host organs {hosts} not segmented, host-organ rule skipped")
-            masks[ch[c]] = remove_small_components(masks[ch[c]], self.min_lesion_mm3 / voxel_mm3)
+            masks[ch[c]] = self.clean_lesion(masks[ch[c]], host, affine)
         return notes
+
+    def host_mask(self, masks: np.ndarray, classes: Sequence[int], lesion: int) -> np.ndarray | None:
+        """Union of the host organs of class ``lesion`` among the channels of ``masks``; ``None`` if none is there."""
+        ch = {c: i for i, c in enumerate(classes)}
+        present = [h for h in self.hosts.get(lesion, []) if h in ch]
+        if not present:
+            return None
+        host = np.zeros(masks.shape[1:], np.uint8)
+        for h in present:
+            host |= masks[ch[h]]
+        return host
+
+    def clean_lesion(self, mask: np.ndarray, host: np.ndarray | None, affine: np.ndarray) -> np.ndarray:
+        """The lesion rules on one lesion ``mask``: inside the dilated ``host`` (when given), no small components."""
+        if host is not None:
+            mask = restrict_lesions(mask, host, voxel_spacing_mm(affine), self.dilation_mm)
+        voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
+        return remove_small_components(mask, self.min_lesion_mm3 / voxel_mm3)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -1,0 +1,179 @@
+"""Calibrate the probability threshold of each lesion channel for case-level detection.
+
+A lesion class is reported for a case when any voxel of it survives post-processing (host-organ restriction,
+minimum size), so its threshold sets the case-level sensitivity / specificity trade-off, and the network's raw
+0.5 is rarely the right point for a rare, small class. :class:`LesionThresholdCalibrator` runs the network once per
+case of a labelled calibration datalist (never the cases you report results on), keeps the lesion probabilities,
+applies the inference post-processing at every candidate threshold and picks, per class, the threshold that
+maximises ``min(sensitivity, specificity)`` (ties: the larger Youden index, then the higher threshold, i.e. fewer
+false alarms). It writes ``lesion_thresholds.json`` (``threshold``: the dict to use as ``postprocess#threshold`` in
+``inference.json``, plus every class's curve) and ``lesion_thresholds.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from tqdm import tqdm
+
+from .evaluation import load_datalist, load_labels
+from .label_space import classes as ls_classes
+from .postprocess import AnatomicalPostProcessd, SigmoidThresholdd
+from .writer import atomic_write, save_json
+
+__all__ = ["DEFAULT_GRID", "detection_curve", "choose_threshold", "LesionThresholdCalibrator"]
+
+logger = logging.getLogger(__name__)
+DEFAULT_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+
+
+def detection_curve(gt: Sequence[bool], pred: Sequence[Sequence[bool]], grid: Sequence[float]) -> list[dict]:
+    """Case-level counts per threshold: ``gt[i]`` case ``i`` has the class, ``pred[i][j]`` it is found at ``grid[j]``."""
+    gt_a = np.asarray(gt, dtype=bool)
+    pred_a = np.asarray(pred, dtype=bool).reshape(len(gt_a), len(grid))
+    rows = []
+    for j, t in enumerate(grid):
+        p = pred_a[:, j]
+        tp, fn = int((p & gt_a).sum()), int((~p & gt_a).sum())
+        tn, fp = int((~p & ~gt_a).sum()), int((p & ~gt_a).sum())
+        rows.append({"threshold": float(t), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+                     "sensitivity": tp / (tp + fn) if tp + fn else None,
+                     "specificity": tn / (tn + fp) if tn + fp else None})
+    return rows
+
+
+def choose_threshold(curve: Sequence[dict]) -> dict | None:
+    """Row maximising ``min(sens, spec)``, then ``sens + spec``, then the threshold.
+
+    ``None`` without both positive and negative cases, or when no threshold finds a lesion without a false alarm in
+    every negative case (``min(sens, spec) == 0`` throughout: the channel cannot be calibrated, only switched off).
+    """
+    if not curve or curve[0]["sensitivity"] is None or curve[0]["specificity"] is None:
+        return None
+    best = max(curve, key=lambda r: (min(r["sensitivity"], r["specificity"]),
+                                     r["sensitivity"] + r["specificity"], r["threshold"]))
+    return best if min(best["sensitivity"], best["specificity"]) > 0 else None
+
+
+class LesionThresholdCalibrator:
+    """Choose per-lesion-class thresholds on a labelled datalist with the inference network and post-processing.
+
+    Args:
+        datalist: datalist JSON with ``image`` and ``label`` (combined labels) per case (see ``load_datalist``).
+        network: the inference network (all classes, as in ``inference.json`` without ``prompts``).
+        preprocessing: the inference preprocessing (``image`` -> network-space image).
+        inferer: the inference sliding-window inferer.
+        thresholder: the inference ``SigmoidThresholdd`` (organ thresholds for the host masks).
+        anatomy: the inference ``AnatomicalPostProcessd`` (host organs, dilation, minimum lesion size).
+        output_dir: where ``lesion_thresholds.json`` / ``.png`` go.
+        label_space: label-space dict or path.
+        base_threshold: the inference ``postprocess#threshold`` (number or dict); the chosen lesion thresholds are
+            merged into it, so the written ``threshold`` can replace it as is.
+        grid: candidate thresholds.
+        datalist_key: list inside a dict datalist (default: see ``load_datalist``).
+        device: where the network runs.
+    """
+
+    def __init__(self, datalist, network, preprocessing, inferer, thresholder: SigmoidThresholdd,
+                 anatomy: AnatomicalPostProcessd, output_dir, label_space=None, base_threshold: float | dict = 0.5,
+                 grid: Sequence[float] = DEFAULT_GRID, datalist_key: str | None = None, device=None):
+        self.entries = load_datalist(datalist, datalist_key)
+        self.network, self.preprocessing, self.inferer = network, preprocessing, inferer
+        self.thresholder, self.anatomy = thresholder, anatomy
+        self.output_dir = Path(output_dir)
+        self.base_threshold = base_threshold
+        self.grid = sorted(float(t) for t in grid)
+        if not self.grid or not all(0.0 < t < 1.0 for t in self.grid):
+            raise ValueError(f"calibration grid must hold thresholds in (0, 1), got {list(grid)}")
+        recs = ls_classes(label_space)
+        self.names = {int(c["index"]): c["file_name"] for c in recs}
+        self.lesions = [c for c in self.thresholder.classes if c in anatomy.hosts]
+        if not self.lesions:
+            raise ValueError("calibration: the network produces no lesion class")
+        self.device = device
+
+    def _case(self, entry: dict) -> tuple[dict[int, bool], dict[int, list[bool]]]:
+        """Ground-truth presence and found-at-each-threshold of every lesion class for one case."""
+        gt, _ = load_labels(entry["label"], "ground-truth labels")
+        present = {c: bool((gt == c).any()) for c in self.lesions}
+        d = self.preprocessing({"image": entry["image"]})
+        with torch.no_grad():
+            logits = self.inferer(d["image"][None].to(self.device), self.network)[0]
+        if not isinstance(logits, MetaTensor):
+            logits = MetaTensor(logits, meta=d["image"].meta)
+        classes = self.thresholder.classes
+        probs = {c: torch.sigmoid(logits[classes.index(c)]).numpy() for c in self.lesions}
+        out = self.thresholder({"pred": logits})
+        masks = np.ascontiguousarray(out["pred"].numpy(), dtype=np.uint8)
+        affine = logits.affine.numpy()
+        self.anatomy.apply(masks, classes, affine, str(logits.meta.get("space", "RAS")))
+        found = {}
+        for c in self.lesions:
+            host = self.anatomy.host_mask(masks, classes, c)
+            found[c] = [bool(self.anatomy.clean_lesion((probs[c] >= t).astype(np.uint8), host, affine).any())
+                        for t in self.grid]
+        return present, found
+
+    def run(self) -> dict[str, Any]:
+        """Run every case, choose the thresholds, write the JSON and the plot; returns the JSON content."""
+        self.network.eval()
+        gt = {c: [] for c in self.lesions}
+        found = {c: [] for c in self.lesions}
+        for entry in tqdm(self.entries, desc="calibration cases", unit="case"):
+            present, hits = self._case(entry)
+            for c in self.lesions:
+                gt[c].append(present[c])
+                found[c].append(hits[c])
+        per_class = {}
+        threshold = dict(self.base_threshold) if isinstance(self.base_threshold, dict) else {
+            "default": float(self.base_threshold)}
+        for c in self.lesions:
+            curve = detection_curve(gt[c], found[c], self.grid)
+            best = choose_threshold(curve)
+            name = self.names[c]
+            current = self.thresholder.thresholds[self.thresholder.classes.index(c)]
+            per_class[name] = {"positives": int(sum(gt[c])), "negatives": len(gt[c]) - int(sum(gt[c])),
+                               "chosen": best, "curve": curve}
+            threshold[name] = best["threshold"] if best else current
+            if best is None:
+                logger.warning(f"calibration: no operating point for {name} (no positive or no negative case, or "
+                               f"never found without a false alarm in every negative case); threshold kept at {current}")
+        result = {"cases": len(self.entries), "grid": self.grid, "threshold": threshold, "classes": per_class}
+        save_json(self.output_dir / "lesion_thresholds.json", result)
+        self._plot(per_class, self.output_dir / "lesion_thresholds.png")
+        for name, rec in per_class.items():
+            b = rec["chosen"]
+            print(f"{name:24s} +{rec['positives']:>2} -{rec['negatives']:>2} "
+                  + (f"threshold {b['threshold']:g}: sensitivity {b['sensitivity']:.2f} specificity "
+                     f"{b['specificity']:.2f}" if b else "no operating point: threshold kept"))
+        return result
+
+    @staticmethod
+    def _plot(per_class: dict[str, dict], path: Path) -> None:
+        """Sensitivity and specificity against the threshold, one panel per lesion class."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = len(per_class)
+        fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), sharey=True, squeeze=False)
+        for ax, (name, rec) in zip(axes[0], per_class.items()):
+            t = [r["threshold"] for r in rec["curve"]]
+            for key, style in (("sensitivity", "-o"), ("specificity", "-s")):
+                ax.plot(t, [np.nan if r[key] is None else r[key] for r in rec["curve"]], style, ms=3, label=key)
+            if rec["chosen"]:
+                ax.axvline(rec["chosen"]["threshold"], color="grey", lw=0.8, ls="--")
+            ax.set_title(f"{name}\n+{rec['positives']} / -{rec['negatives']}", fontsize=8)
+            ax.set_xlabel("threshold", fontsize=8)
+            ax.set_ylim(-0.05, 1.05)
+        axes[0][0].legend(fontsize=7, loc="lower left")
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        plt.close(fig)
