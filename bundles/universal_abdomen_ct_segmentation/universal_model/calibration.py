@@ -7,7 +7,9 @@ case of a labelled calibration datalist (never the cases you report results on),
 applies the inference post-processing at every candidate threshold and picks, per class, the threshold that
 maximises ``min(sensitivity, specificity)`` (ties: the larger Youden index, then the higher threshold, i.e. fewer
 false alarms). It writes ``lesion_thresholds.json`` (``threshold``: the dict to use as ``postprocess#threshold`` in
-``inference.json``, plus every class's curve) and ``lesion_thresholds.png``.
+``inference.json``, plus every class's curve) and ``lesion_thresholds.png``. Detection is judged on the network grid;
+``evaluation`` reads the label map resampled (nearest neighbour) to the input grid, which can only differ for a
+component smaller than an input voxel.
 """
 
 from __future__ import annotations
