@@ -85,3 +85,17 @@ def test_lesion_detection(evaluated):
     tumor = [r for r in m["summary"] if r["class"] == "liver_tumor"][0]
     assert (tumor["tp"], tumor["fn"], tumor["tn"], tumor["fp"]) == (1, 1, 0, 1)
     assert tumor["sensitivity"] == pytest.approx(0.5) and tumor["specificity"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("array, problem", [
+    (np.zeros((4, 4, 4, 2), np.uint8), "must be a 3D label map"),
+    (np.full((4, 4, 4), 300, np.int16), "must hold integer labels 0-255"),
+    (np.full((4, 4, 4), 0.5, np.float32), "must hold integer labels 0-255"),
+])
+def test_bad_label_map_names_the_file_and_the_problem(tmp_path, array, problem):
+    from universal_model.evaluation import load_labels
+
+    path = tmp_path / "combined_labels.nii.gz"
+    write_nifti(path, array, np.eye(4))
+    with pytest.raises(ValueError, match=f"{path}: ground truth {problem}"):
+        load_labels(path, "ground truth")

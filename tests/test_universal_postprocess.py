@@ -18,7 +18,7 @@ from universal_model.postprocess import (
 )
 from universal_model.prompts import resolve_prompts
 from universal_model.spatial import resample_mask_nearest
-from universal_model.writer import combine_labels
+from universal_model.writer import SaveAbdomenAtlasd, combine_labels
 
 RAS = np.diag([1.0, 1.0, 1.0, 1.0])
 LPS_AXES = np.diag([-1.0, -1.0, 1.0, 1.0])  # voxel axes towards L, P, S; world still RAS (what MONAI readers give)
@@ -170,6 +170,12 @@ def test_exempt_class_stays_independent():
     assert int(out[0].sum()) == 27 and int(out[1].sum()) == 0
 
 
+def test_misspelt_threshold_key_is_an_error():
+    """A threshold for "liver_tumour" must not silently fall back to the default."""
+    with pytest.raises(ValueError, match="threshold keys.*liver_tumour"):
+        SigmoidThresholdd("pred", threshold={"default": 0.5, "liver_tumour": 0.9})
+
+
 def test_exclusive_settings_must_name_the_label_space():
     with pytest.raises(ValueError, match="exclusive_kinds.*tissue"):
         SigmoidThresholdd("pred", exclusive_kinds=["tissue"])
@@ -201,6 +207,19 @@ def test_combined_labels_lesions_over_organs():
     lesion[1, 1, 1] = 1
     combined = combine_labels(np.stack([lesion, organ, organ]), [27, 6, 3], lesion_classes=[26, 27])
     assert combined[1, 1, 1] == 27 and combined[0, 0, 0] == 6  # lesion over organ; higher organ index wins
+
+
+def test_rerun_with_fewer_classes_leaves_no_stale_mask(tmp_path):
+    """All classes, then only the liver into the same folder: segmentations/ matches the last run's classes."""
+    (tmp_path / "case_a" / "segmentations").mkdir(parents=True)
+    (tmp_path / "case_a" / "segmentations" / "notes.txt").write_text("user file")
+    masks = np.ones((32, 3, 3, 3), np.uint8)
+    writer = SaveAbdomenAtlasd("pred", output_dir=str(tmp_path))
+    writer({"pred": masks, "pred_classes": list(range(1, 33)), "case": "case_a"})
+    seg = tmp_path / "case_a" / "segmentations"
+    assert len(list(seg.glob("*.nii.gz"))) == 32
+    writer({"pred": masks[5:6], "pred_classes": [6], "case": "case_a"})
+    assert sorted(f.name for f in seg.iterdir()) == ["liver.nii.gz", "notes.txt"]
 
 
 @pytest.mark.parametrize("prompt, expected", [
@@ -270,3 +289,11 @@ def test_lesion_report_diameter_and_host():
     assert recs[0]["diameter_mm"] == pytest.approx(25.0, abs=1.6)
     assert recs[0]["host_organ"] == "Pancreas" and recs[0]["description"].startswith("Pancreas Tumor 1: 2")
     assert recs[0]["volume_ml"] == pytest.approx(4 / 3 * np.pi * 12.5**3 / 1000, rel=0.1)
+
+
+def test_overview_gives_every_label_its_own_colour():
+    from universal_model.overview import label_colormap
+
+    cmap = label_colormap(32)
+    colours = {cmap((v - 0.5) / 32.0) for v in range(1, 33)}  # how render_overview maps label v
+    assert len(colours) == 32

@@ -45,6 +45,13 @@ def test_wrong_checkpoint_names_the_file(tmp_path, capsys):
     assert f"{bad}: not a ViT-B-32 checkpoint" in capsys.readouterr().err
 
 
+def test_corrupt_prompt_embeddings_name_the_file(tmp_path):
+    bad = tmp_path / "prompt_embeddings.pt"
+    bad.write_bytes(b"not a torch archive")
+    with pytest.raises(ValueError, match=f"{bad}: cannot read prompt embeddings"):
+        load_prompt_embeddings(bad)
+
+
 def test_bundle_entry_point_missing_checkpoint(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/encode_prompts.json",

@@ -48,9 +48,23 @@ def test_train_one_iteration_cli(tmp_path):
         _load_tiny(models / name)
 
 
+def _make_paths_relative(root: Path) -> None:
+    """Rewrite the datalist's image/label paths relative to its own folder (how converted datasets ship)."""
+    path = root / "datalist_partial.json"
+    d = json.loads(path.read_text())
+    for e in d["training"] + d["validation"]:
+        for k in ("image", "label"):
+            e[k] = os.path.relpath(e[k], root)
+    path.write_text(json.dumps(d))
+
+
 def test_fine_tune_starts_from_initial_weights(tmp_path):
-    """--initial_weights loads a checkpoint before training (fine-tuning); with lr 0 the weights come back unchanged."""
+    """--initial_weights loads a checkpoint before training (fine-tuning); with lr 0 the weights come back unchanged.
+
+    The datalist's paths are relative to its folder, not to the working directory (the bundle folder).
+    """
     data = _data(tmp_path, cases=2, num_val=1)
+    _make_paths_relative(data)
     torch.manual_seed(1234)  # not the run's seed 0: a run that ignored --initial_weights would differ
     start = UniversalModel(img_size=(32, 32, 32), feature_size=4, backbone_kwargs={"depth": 2})
     torch.save(start.state_dict(), tmp_path / "start.pt")
@@ -74,6 +88,14 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     net = _load_tiny(models / "model.pt")  # no "module." prefix: CheckpointSaver unwraps DDP
     assert all(not k.startswith("module.") for k in net.state_dict())
+
+
+def test_verify_net_in_out_cli(tmp_path):
+    """The real `monai.bundle verify_net_in_out` builds network_def of inference.json and checks metadata's shapes."""
+    r = _run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
+              "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data shape of network is verified with no error" in r.stdout + r.stderr
 
 
 def test_metadata_matches_label_space():

@@ -7,9 +7,9 @@ case of a labelled calibration datalist (never the cases you report results on),
 applies the inference post-processing at every candidate threshold and picks, per class, the threshold that
 maximises ``min(sensitivity, specificity)`` (ties: the larger Youden index, then the higher threshold, i.e. fewer
 false alarms). It writes ``lesion_thresholds.json`` (``threshold``: the dict to use as ``postprocess#threshold`` in
-``inference.json``, plus every class's curve) and ``lesion_thresholds.png``. Detection is judged on the network grid;
-``evaluation`` reads the label map resampled (nearest neighbour) to the input grid, which can only differ for a
-component smaller than an input voxel.
+``inference.json``, plus every class's curve) and ``lesion_thresholds.png``. Detection is judged per channel on the
+network grid; ``evaluation`` reads ``combined_labels`` on the input grid, where a higher-index lesion painted over
+a lower one (a kidney cyst over a kidney tumour) or a component smaller than an input voxel can hide a detection.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .writer import atomic_write, save_json
 __all__ = ["DEFAULT_GRID", "detection_curve", "choose_threshold", "LesionThresholdCalibrator"]
 
 logger = logging.getLogger(__name__)
-DEFAULT_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+DEFAULT_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 
 def detection_curve(gt: Sequence[bool], pred: Sequence[Sequence[bool]], grid: Sequence[float]) -> list[dict]:
@@ -114,7 +114,9 @@ class LesionThresholdCalibrator:
         out = self.thresholder({"pred": logits})
         masks = np.ascontiguousarray(out["pred"].numpy(), dtype=np.uint8)
         affine = logits.affine.numpy()
-        self.anatomy.apply(masks, classes, affine, str(logits.meta.get("space", "RAS")))
+        space = str(logits.meta.get("space", "RAS"))
+        midline = self.anatomy.image_midline(d, masks.shape[1:], affine, space) if self.anatomy.pairs else None
+        self.anatomy.apply(masks, classes, affine, space, midline)
         found = {}
         for c in self.lesions:
             host = self.anatomy.host_mask(masks, classes, c)

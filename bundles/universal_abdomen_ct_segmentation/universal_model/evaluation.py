@@ -112,9 +112,15 @@ def load_labels(path: str | os.PathLike, what: str) -> tuple[np.ndarray, np.ndar
         raise FileNotFoundError(f"{p}: {what} not found")
     try:
         img = nib.load(str(p))
-        return np.asarray(img.dataobj).astype(np.uint8), img.affine
+        arr = np.asarray(img.dataobj)
     except Exception as e:
         raise ValueError(f"{p}: cannot read {what} ({type(e).__name__}: {e})") from e
+    if arr.ndim != 3:
+        raise ValueError(f"{p}: {what} must be a 3D label map, got shape {arr.shape}")
+    integral = np.issubdtype(arr.dtype, np.integer) or np.array_equal(arr, np.round(arr))
+    if arr.size and (arr.min() < 0 or arr.max() > 255 or not integral):
+        raise ValueError(f"{p}: {what} must hold integer labels 0-255, found values in [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.uint8), img.affine
 
 
 def score_case(pred: np.ndarray, gt: np.ndarray, affine: np.ndarray, labels: Sequence[int], lesions: set[int],
@@ -190,8 +196,11 @@ class CohortEvaluator:
             gt, gt_aff = load_labels(e["label"], "ground-truth labels")
             pred, pred_aff = load_labels(case_dir(self.prediction_dir, e["case"]) / "combined_labels.nii.gz",
                                           "prediction")
-            if pred.shape != gt.shape or not np.allclose(pred_aff, gt_aff, atol=1e-3):
-                raise ValueError(f"{e['label']}: prediction grid {pred.shape} differs from ground truth {gt.shape}")
+            if pred.shape != gt.shape:
+                raise ValueError(f"{e['label']}: prediction shape {pred.shape} differs from ground truth {gt.shape}")
+            if not np.allclose(pred_aff, gt_aff, atol=1e-3):
+                raise ValueError(f"{e['label']}: prediction affine differs from the ground truth's (same shape): "
+                                 "the prediction was not written on the input grid")
             present = _present(e, self.by_name)
             labels = [c for c in self.names if present is None or c in present]
             per_case[e["case"]] = score_case(pred, gt, gt_aff, labels, self.lesions, self.tolerance_mm)

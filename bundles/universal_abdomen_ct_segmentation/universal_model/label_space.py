@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .jsonfile import read_json
 
@@ -20,7 +20,6 @@ __all__ = [
     "prompts",
     "channel_def",
     "lesion_hosts",
-    "index_of",
 ]
 
 #: ``configs/label_space.json`` beside this package (the bundle's own copy of datasets/label_space.json).
@@ -84,21 +83,3 @@ def channel_def(label_space: dict | str | os.PathLike | None = None) -> dict[str
 def lesion_hosts(label_space: dict | str | os.PathLike | None = None) -> dict[int, list[int]]:
     """``{lesion label index: [host organ label indices]}`` (1-based), e.g. ``{27: [6], ...}``."""
     return {int(c["index"]): [int(h) for h in c["host_organs"]] for c in classes(label_space) if c.get("host_organs")}
-
-
-def index_of(names: Sequence[str], label_space: dict | str | os.PathLike | None = None) -> list[int]:
-    """1-based label indices of classes given by ``name`` or ``file_name`` (case-insensitive).
-
-    Raises:
-        KeyError naming the unknown class.
-    """
-    lut = {}
-    for c in classes(label_space):
-        lut[c["name"].lower()] = int(c["index"])
-        lut[c["file_name"].lower()] = int(c["index"])
-    out = []
-    for n in names:
-        if n.lower() not in lut:
-            raise KeyError(f"label space: unknown class {n!r}")
-        out.append(lut[n.lower()])
-    return out

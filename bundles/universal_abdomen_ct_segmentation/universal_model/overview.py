@@ -17,7 +17,7 @@ from monai.transforms import MapTransform
 from .label_space import classes as ls_classes
 from .writer import atomic_write, case_dir
 
-__all__ = ["to_ras", "render_overview", "SaveOverviewd"]
+__all__ = ["to_ras", "label_colormap", "render_overview", "SaveOverviewd"]
 
 
 def to_ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,6 +27,17 @@ def to_ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarr
     spacing = np.empty(3)
     spacing[ornt[:, 0].astype(int)] = np.linalg.norm(aff[:3, :3], axis=0)
     return nib.orientations.apply_orientation(volume, ornt), spacing
+
+
+def label_colormap(num_labels: int = 32):
+    """One distinct colour per label index 1..``num_labels`` (tab20, then tab20b; ``tab20`` alone repeats after 20)."""
+    from matplotlib import pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    colours = list(plt.get_cmap("tab20").colors) + list(plt.get_cmap("tab20b").colors)
+    if num_labels > len(colours):
+        raise ValueError(f"overview: {num_labels} labels, only {len(colours)} distinct colours")
+    return ListedColormap(colours[:num_labels])
 
 
 def render_overview(path, image_hu: np.ndarray, labels: np.ndarray, affine: np.ndarray, names: dict[int, str],
@@ -47,7 +58,7 @@ def render_overview(path, image_hu: np.ndarray, labels: np.ndarray, affine: np.n
         ("coronal", img[:, centre[1], :], lab[:, centre[1], :], sp[2] / sp[0]),
         ("sagittal", img[centre[0], :, :], lab[centre[0], :, :], sp[2] / sp[1]),
     ]
-    cmap = plt.get_cmap("tab20", 32)
+    cmap = label_colormap()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), dpi=100)
     for ax, (name, im, lb, aspect) in zip(axes, views):
         # radiological display: patient right / anterior on the image left, anterior / superior at the top

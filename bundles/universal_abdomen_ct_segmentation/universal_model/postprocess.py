@@ -259,6 +259,9 @@ class SigmoidThresholdd(MapTransform):
         if unknown:
             raise ValueError(f"postprocess: exclusive_exempt {unknown} are not file names of the label space")
         thr = threshold if isinstance(threshold, dict) else {"default": threshold}
+        unknown = sorted(set(thr) - set(names.values()) - {"default"})
+        if unknown:
+            raise ValueError(f"postprocess: threshold keys {unknown} are not file names of the label space")
         self.thresholds = [float(thr.get(names.get(i, ""), thr.get("default", 0.5))) for i in self.classes]
         kinds, exempt = set(exclusive_kinds), set(exclusive_exempt)
         self.exclusive = [
@@ -401,7 +404,7 @@ class AnatomicalPostProcessd(MapTransform):
             masks = np.ascontiguousarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t, dtype=np.uint8)
             affine = t.affine.numpy() if isinstance(t, MetaTensor) else np.eye(4)
             space = str(t.meta.get("space", "RAS")) if isinstance(t, MetaTensor) else "RAS"
-            midline = self._midline(d, masks.shape[1:], affine, space) if self.pairs else None
+            midline = self.image_midline(d, masks.shape[1:], affine, space) if self.pairs else None
             notes = self.apply(masks, d[self.classes_key], affine, space, midline)
             for n in notes:
                 logger.warning(n)
@@ -409,7 +412,7 @@ class AnatomicalPostProcessd(MapTransform):
             d["postprocess_notes"] = notes
         return d
 
-    def _midline(self, d: Mapping[Hashable, Any], shape: Sequence[int], affine: np.ndarray, space: str):
+    def image_midline(self, d: Mapping[Hashable, Any], shape: Sequence[int], affine: np.ndarray, space: str):
         """``body_midline`` of ``d[image_key]`` when it lies on the masks' grid, else ``None``."""
         img = d.get(self.image_key) if self.image_key else None
         if img is None:

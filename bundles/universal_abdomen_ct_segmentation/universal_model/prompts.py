@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-from typing import Any, Sequence
+from typing import Any
 
 from .label_space import classes, lesion_hosts
 
@@ -150,8 +150,3 @@ def resolve_prompts(
         hosts = lesion_hosts(label_space)
         wanted += [h for i in list(wanted) for h in hosts.get(i, [])]
     return sorted({i - 1 for i in wanted})
-
-
-def channel_classes(class_indices: Sequence[int] | None, num_classes: int = 32) -> list[int]:
-    """1-based class index of each output channel of a run (``None`` = all ``num_classes``)."""
-    return [i + 1 for i in (range(num_classes) if class_indices is None else class_indices)]

@@ -29,6 +29,7 @@ from typing import Sequence
 import torch
 
 from .label_space import DEFAULT_LABEL_SPACE, class_names, load_label_space, prompts
+from .writer import atomic_write
 
 __all__ = [
     "load_prompt_embeddings",
@@ -53,9 +54,12 @@ def load_prompt_embeddings(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: prompt embeddings not found; create them with "
-            "`python -m universal_model.text_embeddings --out <file>` (see the bundle README)"
+            "`python -m universal_model.text_embeddings --encoder minilm --out <file>` (see the bundle README)"
         )
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, not a torch archive, or pickled objects
+        raise ValueError(f"{path}: cannot read prompt embeddings ({type(e).__name__}: {e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("embeddings"), torch.Tensor):
         raise ValueError(f"{path}: expected a dict with an 'embeddings' tensor [num_classes, text_dim]")
     emb = data["embeddings"]
@@ -69,12 +73,9 @@ def save_prompt_embeddings(
     path: str | os.PathLike, embeddings: torch.Tensor, prompt_list: Sequence[str], **info
 ) -> Path:
     """Write the plain dict described in the module docstring (extra ``info`` entries must be str/int/float/bool)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     emb = embeddings.detach().float().cpu().contiguous()
     data = {"embeddings": emb, "prompts": list(prompt_list), "text_dim": int(emb.shape[1]), **info}
-    torch.save(data, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(data, tmp))
 
 
 def _read_state_dict(path: Path) -> dict:

@@ -1,7 +1,9 @@
 """AbdomenAtlas layout writer: ``<output_dir>/<case>/combined_labels.nii.gz`` + ``segmentations/<file_name>.nii.gz``.
 
 Every file is written to a temporary name in the destination folder and moved into place with ``os.replace``, so a
-reader never sees a half-written output. Masks are ``uint8`` NIfTI on the input's original grid and affine.
+reader never sees a half-written output. Masks are ``uint8`` NIfTI on the input's original grid and affine. Masks of
+label-space classes that the current run did not segment are removed from ``segmentations/`` (a re-run with fewer
+``--prompts`` leaves no stale mask).
 
 ``combined_labels`` paints organs, vessels and bones in increasing label index (a higher index wins where two
 overlap), then lesions in increasing index: **a lesion always wins over its host organ** (a liver tumor voxel is 27,
@@ -112,7 +114,15 @@ class SaveAbdomenAtlasd(MapTransform):
             out = case_dir(self.output_dir, str(d[self.case_key]))
             for c, idx in enumerate(classes):
                 save_nifti(out / "segmentations" / f"{self.file_names[idx]}.nii.gz", masks[c], affine)
+            self._remove_stale_masks(out / "segmentations", classes)
             combined = combine_labels(masks, classes, self.lesions)
             save_nifti(out / "combined_labels.nii.gz", combined, affine)
             d[self.combined_key] = combined
         return d
+
+    def _remove_stale_masks(self, folder: Path, classes: Sequence[int]) -> None:
+        """Delete masks of label-space classes not written by this run (e.g. a full run, then ``--prompts``), so
+        ``segmentations/`` agrees with ``combined_labels`` and the report; other files in the folder are kept."""
+        for idx, name in self.file_names.items():
+            if idx not in classes:
+                (folder / f"{name}.nii.gz").unlink(missing_ok=True)
