@@ -37,6 +37,8 @@ def test_choose_threshold_balances_sensitivity_and_specificity():
     assert choose_threshold(detection_curve([False, False], [[True] * 3, [False] * 3], GRID)) is None
     never = [[False] * 3, [False] * 3, [True, True, True], [True, True, True]]       # misses, or alarms everywhere
     assert choose_threshold(detection_curve(gt, never, GRID)) is None
+    chance = [[True, True, False], [False] * 3, [True, True, False], [True, False, False]]  # best: 0.5 / 0.5
+    assert choose_threshold(detection_curve(gt, chance, GRID)) is None
 
 
 @pytest.fixture(scope="module")

@@ -53,14 +53,16 @@ def detection_curve(gt: Sequence[bool], pred: Sequence[Sequence[bool]], grid: Se
 def choose_threshold(curve: Sequence[dict]) -> dict | None:
     """Row maximising ``min(sens, spec)``, then ``sens + spec``, then the threshold.
 
-    ``None`` without both positive and negative cases, or when no threshold finds a lesion without a false alarm in
-    every negative case (``min(sens, spec) == 0`` throughout: the channel cannot be calibrated, only switched off).
+    ``None`` without both positive and negative cases, when no threshold finds a lesion without a false alarm in
+    every negative case (``min(sens, spec) == 0`` throughout: the channel cannot be calibrated, only switched off), or
+    when the best row is no better than chance (``sens + spec <= 1``: a detector that is not an operating point).
     """
     if not curve or curve[0]["sensitivity"] is None or curve[0]["specificity"] is None:
         return None
     best = max(curve, key=lambda r: (min(r["sensitivity"], r["specificity"]),
                                      r["sensitivity"] + r["specificity"], r["threshold"]))
-    return best if min(best["sensitivity"], best["specificity"]) > 0 else None
+    usable = min(best["sensitivity"], best["specificity"]) > 0 and best["sensitivity"] + best["specificity"] > 1
+    return best if usable else None
 
 
 class LesionThresholdCalibrator:
@@ -146,8 +148,9 @@ class LesionThresholdCalibrator:
                                "chosen": best, "curve": curve}
             threshold[name] = best["threshold"] if best else current
             if best is None:
-                logger.warning(f"calibration: no operating point for {name} (no positive or no negative case, or "
-                               f"never found without a false alarm in every negative case); threshold kept at {current}")
+                logger.warning(f"calibration: no operating point for {name} (no positive or no negative case, never "
+                               "found without a false alarm in every negative case, or no better than chance); "
+                               f"threshold kept at {current}")
         result = {"cases": len(self.entries), "grid": self.grid, "threshold": threshold, "classes": per_class}
         save_json(self.output_dir / "lesion_thresholds.json", result)
         self._plot(per_class, self.output_dir / "lesion_thresholds.png")
