@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .evaluation import load_datalist, load_labels
 from .label_space import classes as ls_classes
-from .postprocess import AnatomicalPostProcessd, SigmoidThresholdd
+from .postprocess import AnatomicalPostProcessd, SigmoidThresholdd, restrict_lesions, voxel_spacing_mm
 from .writer import atomic_write, save_json
 
 __all__ = ["DEFAULT_GRID", "detection_curve", "choose_threshold", "LesionThresholdCalibrator"]
@@ -36,7 +36,7 @@ DEFAULT_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0
 
 
 def detection_curve(gt: Sequence[bool], pred: Sequence[Sequence[bool]], grid: Sequence[float]) -> list[dict]:
-    """Case-level counts per threshold: ``gt[i]`` case ``i`` has the class, ``pred[i][j]`` it is found at ``grid[j]``."""
+    """Case-level counts per threshold: ``gt[i]``: case ``i`` has the class; ``pred[i][j]``: found at ``grid[j]``."""
     gt_a = np.asarray(gt, dtype=bool)
     pred_a = np.asarray(pred, dtype=bool).reshape(len(gt_a), len(grid))
     rows = []
@@ -121,9 +121,15 @@ class LesionThresholdCalibrator:
         self.anatomy.apply(masks, classes, affine, space, midline)
         found = {}
         for c in self.lesions:
+            # the host rule is a voxel-wise AND: applied once at the lowest threshold (one distance transform per
+            # class, not one per threshold), then only the size rule is re-run at each threshold
+            allowed = probs[c] >= self.grid[0]
             host = self.anatomy.host_mask(masks, classes, c)
-            found[c] = [bool(self.anatomy.clean_lesion((probs[c] >= t).astype(np.uint8), host, affine).any())
-                        for t in self.grid]
+            if host is not None:
+                allowed = restrict_lesions(allowed.astype(np.uint8), host, voxel_spacing_mm(affine),
+                                           self.anatomy.dilation_mm) > 0
+            found[c] = [bool(self.anatomy.drop_small_lesions((allowed & (probs[c] >= t)).astype(np.uint8),
+                                                             affine).any()) for t in self.grid]
         return present, found
 
     def run(self) -> dict[str, Any]:

@@ -394,6 +394,10 @@ class AnatomicalPostProcessd(MapTransform):
         """The lesion rules on one lesion ``mask``: inside the dilated ``host`` (when given), no small components."""
         if host is not None:
             mask = restrict_lesions(mask, host, voxel_spacing_mm(affine), self.dilation_mm)
+        return self.drop_small_lesions(mask, affine)
+
+    def drop_small_lesions(self, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """``mask`` without components smaller than ``min_lesion_volume_mm3``."""
         voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
         return remove_small_components(mask, self.min_lesion_mm3 / voxel_mm3)
 
