@@ -128,6 +128,25 @@ def test_anatomical_postprocess_transform_end_to_end():
     assert out[1, 12, 12, 12] == 0  # 1-voxel tumor below the minimum size
 
 
+def test_min_organ_volume_clears_small_organs_only():
+    """Prostate (22) under 2 ml is cleared with a note; a bigger prostate and other classes are untouched."""
+    shape = (40, 40, 40)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])  # 8 mm^3 voxels: 2 ml = 250 voxels
+    t = AnatomicalPostProcessd("pred", min_organ_volume_ml={"prostate": 2.0})
+    stray = _box(shape, (5, 5, 5), (10, 10, 10))  # 125 voxels = 1 ml
+    organ = _box(shape, (5, 5, 5), (12, 12, 12))  # 343 voxels = 2.7 ml
+    masks = np.stack([stray, stray.copy()])  # prostate, spleen
+    notes = t.apply(masks, [22, 1], affine)
+    assert masks[0].sum() == 0 and masks[1].sum() == 125
+    assert len(notes) == 1 and "prostate" in notes[0]
+    masks = np.stack([organ, stray])
+    assert t.apply(masks, [22, 1], affine) == [] and masks[0].sum() == 343
+    with pytest.raises(ValueError, match="liver_tumor"):
+        AnatomicalPostProcessd("pred", min_organ_volume_ml={"liver_tumor": 1.0})
+    with pytest.raises(ValueError, match="prostrate"):
+        AnatomicalPostProcessd("pred", min_organ_volume_ml={"prostrate": 1.0})
+
+
 def test_sigmoid_threshold_and_subset_channels():
     logits = torch.tensor([-3.0, 3.0, 0.1, -0.1]).reshape(2, 2, 1, 1).repeat(1, 1, 2, 2)
     d = SigmoidThresholdd("pred", class_indices=[5, 26], threshold={"default": 0.5, "liver_tumor": 0.9})(

@@ -12,6 +12,9 @@ Rules (all plain data in ``inference.json`` ``postprocess``):
   organ; a single component keeps the side most of its voxels were predicted as. Either way a side smaller than
   ``pair_min_fraction`` of the other is dropped. World coordinates come from the affine, so RAS and LPS inputs give
   the same answer.
+- ``min_organ_volume_ml``: ``{file_name: ml}``; a class whose mask (after the rules above) is smaller than this is
+  cleared: an organ that may be absent (the prostate of a female patient) is better reported absent than as a
+  few stray voxels an annotator has to delete.
 - lesions (``kind == "lesion"`` with ``host_organs`` in the label space): voxels outside the host organs dilated by
   ``lesion_host_dilation_mm`` are removed, then components smaller than ``min_lesion_volume_mm3`` are dropped.
 
@@ -43,6 +46,7 @@ __all__ = [
     "remove_small_components",
     "bounding_box",
     "voxel_spacing_mm",
+    "voxel_volume_mm3",
     "left_axis_world",
 ]
 
@@ -53,6 +57,11 @@ STRUCTURE_26 = ndimage.generate_binary_structure(3, 3)
 def voxel_spacing_mm(affine: np.ndarray) -> np.ndarray:
     """Voxel size along each array axis in mm (column norms of the affine)."""
     return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def voxel_volume_mm3(affine: np.ndarray) -> float:
+    """Volume of one voxel in mm^3 (absolute determinant of the affine's 3x3 part)."""
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
 
 
 def bounding_box(mask: np.ndarray, margin: Sequence[int] | int = 0) -> tuple[slice, ...] | None:
@@ -319,6 +328,7 @@ class AnatomicalPostProcessd(MapTransform):
         pair_min_fraction: see ``assign_left_right``.
         lesion_host_dilation_mm: lesion voxels farther than this from every host organ are removed (mm).
         min_lesion_volume_mm3: smaller lesion components are removed (mm^3).
+        min_organ_volume_ml: ``{file_name: ml}``; a non-lesion class with less than this in all is cleared.
         classes_key: key of the 1-based class index of each channel (set by ``SigmoidThresholdd``).
         image_key: key of the network-space image on the masks' grid; when present, paired organs are split at the
             body's midline (``body_midline``), otherwise by components.
@@ -328,14 +338,21 @@ class AnatomicalPostProcessd(MapTransform):
     def __init__(self, keys: KeysCollection, label_space=None, largest_component: Sequence[str] = (),
                  paired_organs: Sequence[Sequence[str]] = (), pair_min_fraction: float = 0.1,
                  lesion_host_dilation_mm: float = 5.0, min_lesion_volume_mm3: float = 30.0,
-                 classes_key: str = "pred_classes", image_key: str | None = None, body_threshold: float = 0.0,
+                 min_organ_volume_ml: Mapping[str, float] | None = None, classes_key: str = "pred_classes", image_key: str | None = None, body_threshold: float = 0.0,
                  allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         recs = ls_classes(label_space)
         self.by_file = {c["file_name"]: int(c["index"]) for c in recs}
-        for name in list(largest_component) + [n for p in paired_organs for n in p]:
+        self.file_of = {i: n for n, i in self.by_file.items()}
+        min_organ_volume_ml = dict(min_organ_volume_ml or {})
+        lesions = {c["file_name"] for c in recs if c.get("kind") == "lesion"}
+        for name in list(largest_component) + [n for p in paired_organs for n in p] + list(min_organ_volume_ml):
             if name not in self.by_file:
                 raise ValueError(f"postprocess: unknown class file_name {name!r}")
+        if lesions & set(min_organ_volume_ml):
+            raise ValueError(f"postprocess: min_organ_volume_ml is for organs; lesions use min_lesion_volume_mm3, "
+                             f"got {sorted(lesions & set(min_organ_volume_ml))}")
+        self.min_organ_ml = {self.by_file[n]: float(v) for n, v in min_organ_volume_ml.items()}
         self.largest = [self.by_file[n] for n in largest_component]
         self.pairs = [(self.by_file[r], self.by_file[l]) for r, l in paired_organs]
         self.hosts = {
@@ -370,6 +387,11 @@ class AnatomicalPostProcessd(MapTransform):
         for c in self.largest:
             if c in ch:
                 masks[ch[c]] = largest_component(masks[ch[c]])
+        voxel_ml = voxel_volume_mm3(affine) / 1000.0
+        for c, min_ml in self.min_organ_ml.items():
+            if c in ch and 0 < int(np.count_nonzero(masks[ch[c]])) * voxel_ml < min_ml:
+                masks[ch[c]] = 0
+                notes.append(f"class {c}: {self.file_of[c]} below {min_ml} ml in all, cleared (min_organ_volume_ml)")
         for c, hosts in self.hosts.items():
             if c not in ch:
                 continue
@@ -398,8 +420,7 @@ class AnatomicalPostProcessd(MapTransform):
 
     def drop_small_lesions(self, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
         """``mask`` without components smaller than ``min_lesion_volume_mm3``."""
-        voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
-        return remove_small_components(mask, self.min_lesion_mm3 / voxel_mm3)
+        return remove_small_components(mask, self.min_lesion_mm3 / voxel_volume_mm3(affine))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
