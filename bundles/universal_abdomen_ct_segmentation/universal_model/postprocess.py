@@ -338,8 +338,8 @@ class AnatomicalPostProcessd(MapTransform):
     def __init__(self, keys: KeysCollection, label_space=None, largest_component: Sequence[str] = (),
                  paired_organs: Sequence[Sequence[str]] = (), pair_min_fraction: float = 0.1,
                  lesion_host_dilation_mm: float = 5.0, min_lesion_volume_mm3: float = 30.0,
-                 min_organ_volume_ml: Mapping[str, float] | None = None, classes_key: str = "pred_classes", image_key: str | None = None, body_threshold: float = 0.0,
-                 allow_missing_keys: bool = False):
+                 min_organ_volume_ml: Mapping[str, float] | None = None, classes_key: str = "pred_classes",
+                 image_key: str | None = None, body_threshold: float = 0.0, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         recs = ls_classes(label_space)
         self.by_file = {c["file_name"]: int(c["index"]) for c in recs}

@@ -21,7 +21,7 @@ from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
 
 from .label_space import classes as ls_classes
-from .postprocess import STRUCTURE_26, bounding_box, voxel_spacing_mm
+from .postprocess import STRUCTURE_26, bounding_box, voxel_spacing_mm, voxel_volume_mm3
 from .writer import case_dir, save_json
 
 __all__ = ["largest_diameter_mm", "lesion_records", "class_statistics", "CaseReportd"]
@@ -60,7 +60,7 @@ def lesion_records(mask: np.ndarray, affine: np.ndarray, hosts: dict[str, np.nda
     lab, n = ndimage.label(mask[box] > 0, structure=STRUCTURE_26)
     origin = np.array([s.start for s in box])
     aff = np.asarray(affine, np.float64)
-    voxel_ml = abs(np.linalg.det(aff[:3, :3])) / 1000.0
+    voxel_ml = voxel_volume_mm3(aff) / 1000.0
     out = []
     for comp, sl in enumerate(ndimage.find_objects(lab), start=1):
         sub = lab[sl] == comp
@@ -113,7 +113,7 @@ class CaseReportd(MapTransform):
 
     def build(self, masks: np.ndarray, classes: Sequence[int], affine: np.ndarray, image_hu: np.ndarray | None) -> dict:
         """The per-class part of the report."""
-        voxel_ml = abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3])) / 1000.0
+        voxel_ml = voxel_volume_mm3(affine) / 1000.0
         ch = {c: i for i, c in enumerate(classes)}
         out = {}
         for idx in classes:
