@@ -31,6 +31,7 @@ BAD = {
     "huge shape": ["--cases", "1", "--seed", "0", "--shape", "1024,1024,1024"],
     "negative spacing": ["--cases", "1", "--seed", "0", "--spacing", "-1,1,1"],
     "bad sex": ["--cases", "1", "--seed", "0", "--sex", "other"],
+    "zero workers": ["--cases", "1", "--seed", "0", "--workers", "0"],
 }
 
 
@@ -61,3 +62,15 @@ def test_good_run_prints_summary(tmp_path):
                  "--spacing", "8,8,10", "--sex", "female", "--healthy")
     assert result.returncode == 0, result.stderr
     assert "case_0000" in result.stdout and "female" in result.stdout and "none" in result.stdout
+
+
+def test_parallel_workers_write_the_same_files(tmp_path):
+    tiny = ["--cases", "3", "--seed", "5", "--shape", "48,48,32", "--spacing", "8,8,10", "--quiet"]
+    assert run("--out", str(tmp_path / "serial"), *tiny).returncode == 0
+    parallel = run("--out", str(tmp_path / "parallel"), *tiny, "--workers", "2")
+    assert parallel.returncode == 0, parallel.stderr
+    files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file())
+    assert len(files) > 6 and files == sorted(
+        p.relative_to(tmp_path / "parallel") for p in (tmp_path / "parallel").rglob("*") if p.is_file())
+    for rel in files:
+        assert (tmp_path / "serial" / rel).read_bytes() == (tmp_path / "parallel" / rel).read_bytes(), rel

@@ -50,6 +50,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--sex", choices=SEXES, default=None, help="force the sex of every case")
     p.add_argument("--phase", choices=PHASES, default=None, help="force the contrast phase of every case")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    p.add_argument("--workers", type=int, default=1, help="processes generating cases in parallel (default 1)")
     return p
 
 
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     try:
         rows = generate_dataset(args.out, args.cases, args.seed, shape=args.shape, spacing=args.spacing,
                                 healthy=args.healthy, sex=args.sex, phase=args.phase, dicom=args.dicom,
-                                preview=args.preview, progress=not args.quiet)
+                                preview=args.preview, progress=not args.quiet, workers=args.workers)
     except (ValueError, OSError) as error:
         message = str(error).replace("\n", " ")
         sys.stderr.write(f"{PROG}: error: {message}\n")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,34 +47,57 @@ def check_writable(out_dir: Path) -> None:
 
 def generate_dataset(out_dir, cases: int, seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING_MM,
                      healthy: bool = False, sex: str | None = None, phase: str | None = None,
-                     dicom: bool = False, preview: bool = False, progress: bool = True) -> list[dict]:
+                     dicom: bool = False, preview: bool = False, progress: bool = True,
+                     workers: int = 1) -> list[dict]:
     """Generate and write ``cases`` cases plus ``datalist.json``; returns one summary row per case.
 
     Case ``i`` uses seed :func:`case_seed` (seed, i); array orientation alternates RAS / LPS with ``i``
-    so every dataset of two or more cases has both.
+    so every dataset of two or more cases has both. ``workers`` > 1 generates cases in that many processes;
+    each case depends only on (seed, i), so the files are the same for any number of workers.
     """
     if int(cases) != cases or not 1 <= cases <= MAX_CASES:
         raise ValueError(f"cases {cases}: expected an integer between 1 and {MAX_CASES}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed {seed}: expected a non-negative integer")
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers {workers}: expected an integer >= 1")
     validate_geometry(shape, spacing)
     out_dir = Path(out_dir)
     check_writable(out_dir)
-    indices = range(cases)
-    if progress and cases > 1:
-        from tqdm import tqdm
-        indices = tqdm(indices, desc="phantom cases", unit="case")
-    rows, case_ids = [], []
-    for i in indices:
-        case_id = f"case_{i:04d}"
-        case = generate_case(case_seed(seed, i), shape, spacing, healthy=healthy, sex=sex, phase=phase,
-                             orientation=ORIENTATIONS[i % 2])
-        case.meta.update({"case": case_id, "dataset_seed": int(seed), "index": i})
-        write_case(case, out_dir, case_id, dicom=dicom, preview=preview)
-        case_ids.append(case_id)
-        rows.append(summary_row(case.meta))
-    atomic_write_bytes(out_dir / "datalist.json", json_bytes(datalist(case_ids)))
+    make = partial(_write_one_case, out_dir=out_dir, seed=seed, shape=shape, spacing=spacing, healthy=healthy,
+                   sex=sex, phase=phase, dicom=dicom, preview=preview)
+    with ProcessPoolExecutor(workers) if workers > 1 else _NoPool() as pool:
+        rows = pool.map(make, range(cases))
+        if progress and cases > 1:
+            from tqdm import tqdm
+            rows = tqdm(rows, total=cases, desc="phantom cases", unit="case")
+        rows = list(rows)
+    atomic_write_bytes(out_dir / "datalist.json", json_bytes(datalist([row["case"] for row in rows])))
     return rows
+
+
+class _NoPool:
+    """In-process stand-in for an executor (one worker: no process start-up, errors keep their traceback)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def map(fn, items):
+        return map(fn, items)
+
+
+def _write_one_case(i: int, out_dir: Path, seed: int, shape, spacing, healthy, sex, phase, dicom, preview) -> dict:
+    """Generate and write case ``i``; returns its summary row."""
+    case_id = f"case_{i:04d}"
+    case = generate_case(case_seed(seed, i), shape, spacing, healthy=healthy, sex=sex, phase=phase,
+                         orientation=ORIENTATIONS[i % 2])
+    case.meta.update({"case": case_id, "dataset_seed": int(seed), "index": i})
+    write_case(case, out_dir, case_id, dicom=dicom, preview=preview)
+    return summary_row(case.meta)
 
 
 def summary_row(meta: dict) -> dict:
