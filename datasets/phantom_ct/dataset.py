@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -66,28 +67,14 @@ def generate_dataset(out_dir, cases: int, seed: int, shape=DEFAULT_SHAPE, spacin
     check_writable(out_dir)
     make = partial(_write_one_case, out_dir=out_dir, seed=seed, shape=shape, spacing=spacing, healthy=healthy,
                    sex=sex, phase=phase, dicom=dicom, preview=preview)
-    with ProcessPoolExecutor(workers) if workers > 1 else _NoPool() as pool:
-        rows = pool.map(make, range(cases))
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        rows = (pool.map if pool else map)(make, range(cases))
         if progress and cases > 1:
             from tqdm import tqdm
             rows = tqdm(rows, total=cases, desc="phantom cases", unit="case")
         rows = list(rows)
     atomic_write_bytes(out_dir / "datalist.json", json_bytes(datalist([row["case"] for row in rows])))
     return rows
-
-
-class _NoPool:
-    """In-process stand-in for an executor (one worker: no process start-up, errors keep their traceback)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def map(fn, items):
-        return map(fn, items)
 
 
 def _write_one_case(i: int, out_dir: Path, seed: int, shape, spacing, healthy, sex, phase, dicom, preview) -> dict:

@@ -328,7 +328,7 @@ class AnatomicalPostProcessd(MapTransform):
         pair_min_fraction: see ``assign_left_right``.
         lesion_host_dilation_mm: lesion voxels farther than this from every host organ are removed (mm).
         min_lesion_volume_mm3: smaller lesion components are removed (mm^3).
-        min_organ_volume_ml: ``{file_name: ml}``; a non-lesion class with less than this in all is cleared.
+        min_organ_volume_ml: ``{file_name: ml}``; a non-lesion class with less than this in total is cleared.
         classes_key: key of the 1-based class index of each channel (set by ``SigmoidThresholdd``).
         image_key: key of the network-space image on the masks' grid; when present, paired organs are split at the
             body's midline (``body_midline``), otherwise by components.
@@ -391,7 +391,7 @@ class AnatomicalPostProcessd(MapTransform):
         for c, min_ml in self.min_organ_ml.items():
             if c in ch and 0 < int(np.count_nonzero(masks[ch[c]])) * voxel_ml < min_ml:
                 masks[ch[c]] = 0
-                notes.append(f"class {c}: {self.file_of[c]} below {min_ml} ml in all, cleared (min_organ_volume_ml)")
+                notes.append(f"class {c}: {self.file_of[c]} below {min_ml} ml in total, cleared (min_organ_volume_ml)")
         for c, hosts in self.hosts.items():
             if c not in ch:
                 continue
