@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from universal_helpers import REPO_ROOT, TINY_NET_ARGS, make_tiny_model, run_bundle  # first: bundle on sys.path
-from universal_model.calibration import choose_threshold, detection_curve
+from universal_model.calibration import case_level_auc, choose_threshold, detection_curve
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -39,6 +39,15 @@ def test_choose_threshold_balances_sensitivity_and_specificity():
     assert choose_threshold(detection_curve(gt, never, GRID)) is None
     chance = [[True, True, False], [False] * 3, [True, True, False], [True, False, False]]  # best: 0.5 / 0.5
     assert choose_threshold(detection_curve(gt, chance, GRID)) is None
+
+
+def test_case_level_auc_ranks_cases_with_the_lesion_above_cases_without():
+    gt = [True, False, True, False]
+    assert case_level_auc(gt, [3.0, 1.0, 2.0, 0.0]) == 1.0                 # every positive above every negative
+    assert case_level_auc(gt, [0.0, 3.0, 1.0, 2.0]) == 0.0
+    assert case_level_auc(gt, [1.0, 1.0, 2.0, 0.0]) == 0.875               # one tie of four pairs counts 1/2
+    assert case_level_auc(gt, [float("-inf"), 0.0, 5.0, float("-inf")]) == 0.625  # no host: lowest score
+    assert case_level_auc([True, True], [1.0, 2.0]) is None
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +82,9 @@ def test_calibration_cli_writes_thresholds_consistent_with_ground_truth(calibrat
         # a higher threshold can only remove findings (monotone post-processing)
         assert all(a["tp"] >= b["tp"] and a["fp"] >= b["fp"] for a, b in pairwise(curve)), name
         if positives in (0, 2):
-            assert rec["chosen"] is None
+            assert rec["chosen"] is None and rec["case_auc"] is None
+        else:
+            assert rec["case_auc"] in (0.0, 0.5, 1.0), name
         assert result["threshold"][name] == (rec["chosen"]["threshold"] if rec["chosen"] else 0.5), name
     assert result["classes"]["liver_tumor"]["positives"] == 1
     assert result["threshold"]["liver"] == 0.4 and result["threshold"]["default"] == 0.5

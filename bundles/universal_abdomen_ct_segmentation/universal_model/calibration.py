@@ -7,7 +7,10 @@ case of a labelled calibration datalist (never the cases you report results on),
 applies the inference post-processing at every candidate threshold and picks, per class, the threshold that
 maximises ``min(sensitivity, specificity)`` (ties: the larger Youden index, then the higher threshold, i.e. fewer
 false alarms). It writes ``lesion_thresholds.json`` (``threshold``: the dict to use as ``postprocess#threshold`` in
-``inference.json``, plus every class's curve) and ``lesion_thresholds.png``. Detection is judged per channel on the
+``inference.json``, plus every class's curve) and ``lesion_thresholds.png``. It also reports, per class, the case-level
+AUC of the channel's largest logit inside its (dilated) host organ: how well the channel ranks cases with the lesion
+above cases without it, whatever the threshold. An AUC near 0.5 says that no threshold can make the channel a
+detector and that the network itself has to learn the lesion. Detection is judged per channel on the
 network grid; ``evaluation`` reads ``combined_labels`` on the input grid, where a higher-index lesion painted over
 a lower one (a kidney cyst over a kidney tumour) or a component smaller than an input voxel can hide a detection.
 """
@@ -29,7 +32,7 @@ from .label_space import classes as ls_classes
 from .postprocess import AnatomicalPostProcessd, SigmoidThresholdd, restrict_lesions, voxel_spacing_mm
 from .writer import atomic_write, save_json
 
-__all__ = ["DEFAULT_GRID", "detection_curve", "choose_threshold", "LesionThresholdCalibrator"]
+__all__ = ["DEFAULT_GRID", "detection_curve", "choose_threshold", "case_level_auc", "LesionThresholdCalibrator"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -63,6 +66,20 @@ def choose_threshold(curve: Sequence[dict]) -> dict | None:
                                      r["sensitivity"] + r["specificity"], r["threshold"]))
     usable = min(best["sensitivity"], best["specificity"]) > 0 and best["sensitivity"] + best["specificity"] > 1
     return best if usable else None
+
+
+def case_level_auc(gt: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """Probability that a case with the lesion scores above a case without it (ties count one half).
+
+    The Mann-Whitney estimate of the area under the case-level ROC curve; ``None`` without both kinds of case.
+    """
+    gt_a = np.asarray(gt, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = s[gt_a], s[~gt_a]
+    if not len(pos) or not len(neg):
+        return None
+    above = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(above / (len(pos) * len(neg)))
 
 
 class LesionThresholdCalibrator:
@@ -102,8 +119,9 @@ class LesionThresholdCalibrator:
             raise ValueError("calibration: the network produces no lesion class")
         self.device = device
 
-    def _case(self, entry: dict) -> tuple[dict[int, bool], dict[int, list[bool]]]:
-        """Ground-truth presence and found-at-each-threshold of every lesion class for one case."""
+    def _case(self, entry: dict) -> tuple[dict[int, bool], dict[int, list[bool]], dict[int, float]]:
+        """Ground-truth presence, found-at-each-threshold and case score (largest logit in the dilated host) of
+        every lesion class for one case."""
         gt, _ = load_labels(entry["label"], "ground-truth labels")
         present = {c: bool((gt == c).any()) for c in self.lesions}
         d = self.preprocessing({"image": entry["image"]})
@@ -112,36 +130,40 @@ class LesionThresholdCalibrator:
         if not isinstance(logits, MetaTensor):
             logits = MetaTensor(logits, meta=d["image"].meta)
         classes = self.thresholder.classes
-        probs = {c: torch.sigmoid(logits[classes.index(c)]).numpy() for c in self.lesions}
+        lesion_logits = {c: logits[classes.index(c)].numpy().copy() for c in self.lesions}
         out = self.thresholder({"pred": logits})
         masks = np.ascontiguousarray(out["pred"].numpy(), dtype=np.uint8)
         affine = logits.affine.numpy()
         space = str(logits.meta.get("space", "RAS"))
         midline = self.anatomy.image_midline(d, masks.shape[1:], affine, space) if self.anatomy.pairs else None
         self.anatomy.apply(masks, classes, affine, space, midline)
-        found = {}
+        found, score = {}, {}
         for c in self.lesions:
-            # the host rule is a voxel-wise AND: applied once at the lowest threshold (one distance transform per
-            # class, not one per threshold), then only the size rule is re-run at each threshold
-            allowed = probs[c] >= self.grid[0]
+            # the host rule is a voxel-wise AND: the allowed region is computed once per class (one distance
+            # transform), then only the size rule is re-run at each threshold
+            region = np.ones(masks.shape[1:], dtype=bool)
             host = self.anatomy.host_mask(masks, classes, c)
             if host is not None:
-                allowed = restrict_lesions(allowed.astype(np.uint8), host, voxel_spacing_mm(affine),
-                                           self.anatomy.dilation_mm) > 0
-            found[c] = [bool(self.anatomy.drop_small_lesions((allowed & (probs[c] >= t)).astype(np.uint8),
+                region = restrict_lesions(region.astype(np.uint8), host, voxel_spacing_mm(affine),
+                                          self.anatomy.dilation_mm) > 0
+            score[c] = float(lesion_logits[c][region].max()) if region.any() else float("-inf")
+            probs = torch.sigmoid(torch.from_numpy(lesion_logits[c])).numpy()
+            found[c] = [bool(self.anatomy.drop_small_lesions((region & (probs >= t)).astype(np.uint8),
                                                              affine).any()) for t in self.grid]
-        return present, found
+        return present, found, score
 
     def run(self) -> dict[str, Any]:
         """Run every case, choose the thresholds, write the JSON and the plot; returns the JSON content."""
         self.network.eval()
         gt = {c: [] for c in self.lesions}
         found = {c: [] for c in self.lesions}
+        scores = {c: [] for c in self.lesions}
         for entry in tqdm(self.entries, desc="calibration cases", unit="case"):
-            present, hits = self._case(entry)
+            present, hits, score = self._case(entry)
             for c in self.lesions:
                 gt[c].append(present[c])
                 found[c].append(hits[c])
+                scores[c].append(score[c])
         per_class = {}
         threshold = dict(self.base_threshold) if isinstance(self.base_threshold, dict) else {
             "default": float(self.base_threshold)}
@@ -151,7 +173,7 @@ class LesionThresholdCalibrator:
             name = self.names[c]
             current = self.thresholder.thresholds[self.thresholder.classes.index(c)]
             per_class[name] = {"positives": int(sum(gt[c])), "negatives": len(gt[c]) - int(sum(gt[c])),
-                               "chosen": best, "curve": curve}
+                               "chosen": best, "case_auc": case_level_auc(gt[c], scores[c]), "curve": curve}
             threshold[name] = best["threshold"] if best else current
             if best is None:
                 logger.warning(f"calibration: no operating point for {name} (no positive or no negative case, never "
@@ -161,8 +183,8 @@ class LesionThresholdCalibrator:
         save_json(self.output_dir / "lesion_thresholds.json", result)
         self._plot(per_class, self.output_dir / "lesion_thresholds.png")
         for name, rec in per_class.items():
-            b = rec["chosen"]
-            print(f"{name:24s} +{rec['positives']:>2} -{rec['negatives']:>2} "
+            b, auc = rec["chosen"], rec["case_auc"]
+            print(f"{name:24s} +{rec['positives']:>2} -{rec['negatives']:>2} AUC {'n/a' if auc is None else f'{auc:.2f}'} "
                   + (f"threshold {b['threshold']:g}: sensitivity {b['sensitivity']:.2f} specificity "
                      f"{b['specificity']:.2f}" if b else "no operating point: threshold kept"))
         return result
@@ -183,7 +205,8 @@ class LesionThresholdCalibrator:
                 ax.plot(t, [np.nan if r[key] is None else r[key] for r in rec["curve"]], style, ms=3, label=key)
             if rec["chosen"]:
                 ax.axvline(rec["chosen"]["threshold"], color="grey", lw=0.8, ls="--")
-            ax.set_title(f"{name}\n+{rec['positives']} / -{rec['negatives']}", fontsize=8)
+            auc = "n/a" if rec["case_auc"] is None else f"{rec['case_auc']:.2f}"
+            ax.set_title(f"{name}\n+{rec['positives']} / -{rec['negatives']}, case AUC {auc}", fontsize=8)
             ax.set_xlabel("threshold", fontsize=8)
             ax.set_ylim(-0.05, 1.05)
         axes[0][0].legend(fontsize=7, loc="lower left")
