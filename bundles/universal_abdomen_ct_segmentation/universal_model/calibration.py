@@ -9,8 +9,8 @@ maximises ``min(sensitivity, specificity)`` (ties: the larger Youden index, then
 false alarms). It writes ``lesion_thresholds.json`` (``threshold``: the dict to use as ``postprocess#threshold`` in
 ``inference.json``, plus every class's curve) and ``lesion_thresholds.png``. It also reports, per class, the case-level
 AUC of the channel's largest logit inside its (dilated) host organ: how well the channel ranks cases with the lesion
-above cases without it, whatever the threshold. An AUC near 0.5 says that no threshold can make the channel a
-detector and that the network itself has to learn the lesion. Detection is judged per channel on the
+above cases without it, whatever the threshold. A ROC curve through sensitivity and specificity 0.8 encloses at
+least 0.64, so below that no threshold reaches that point on this score: the network has to learn the lesion. Detection is judged per channel on the
 network grid; ``evaluation`` reads ``combined_labels`` on the input grid, where a higher-index lesion painted over
 a lower one (a kidney cyst over a kidney tumour) or a component smaller than an input voxel can hide a detection.
 """
