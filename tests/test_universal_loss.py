@@ -131,6 +131,27 @@ def test_label_channels_organs_include_lesions_and_hidden_classes(as_tensor):
     assert (d["label"][0] == UNLABELLED).all() and torch.equal(d["label"][5], y[5])
 
 
+def test_int8_label_channels_give_the_same_loss_and_gradient_as_float():
+    """Training collates labels as int8 (a quarter of the bytes); the loss must not see the difference."""
+    lab = np.zeros((1, 6, 6, 6), dtype=np.int16)
+    lab[0, :3] = 6
+    lab[0, 1, 1:3, 1:3] = 27
+    sample = {"label": lab, "labels_present": "LiTS"}
+    as_int8 = LabelToChannelsd("label", lesion_hosts={27: [6]}, dtype=torch.int8)(sample)
+    as_float = LabelToChannelsd("label", lesion_hosts={27: [6]})(sample)
+    assert as_int8["label"].dtype == torch.int8 and torch.equal(as_int8["label"].float(), as_float["label"])
+    logits = torch.randn(1, 32, 6, 6, 6, requires_grad=True)
+    loss = MaskedBCEDiceLoss(pos_weight_max=5.0)
+    loss(logits, as_int8["label"][None]).backward()
+    grad_int8 = logits.grad.clone()
+    logits.grad = None
+    loss(logits, as_float["label"][None]).backward()
+    assert torch.allclose(grad_int8, logits.grad)
+    assert grad_int8[0, 5].abs().sum() > 0 and grad_int8[0, 0].abs().sum() == 0  # liver labelled, spleen hidden
+    with pytest.raises(ValueError, match="must hold -1"):
+        LabelToChannels(32, dtype=torch.uint8)
+
+
 def test_masked_dice_metric_skips_unlabelled():
     y = torch.zeros(1, 3, 4, 4, 4)
     y[0, 0, :2] = 1

@@ -47,7 +47,9 @@ class LabelToChannels(Transform):
         num_classes: output channels; channel ``c`` is label ``c + 1``.
         lesion_hosts: ``{lesion index: [host organ indices]}`` (1-based); the lesion's voxels are added to the host
             organ's channel. With several hosts (R/L kidney) each voxel goes to the nearest host-organ voxel.
-        dtype: output dtype (float, because unlabelled channels hold -1).
+        dtype: output dtype; signed, because unlabelled channels hold -1. Float by default; training uses
+            ``torch.int8``, which makes a 64^3 crop of 32 channels 8 MB instead of 34 MB to collate, pass from the
+            data workers and copy to the GPU (the loss converts it on the device).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -57,6 +59,8 @@ class LabelToChannels(Transform):
     ):
         self.num_classes = num_classes
         self.lesion_hosts = {int(k): [int(h) for h in v] for k, v in (lesion_hosts or {}).items()}
+        if not (dtype.is_floating_point or dtype.is_signed):
+            raise ValueError(f"LabelToChannels: dtype must hold -1 (unlabelled), got {dtype}")
         self.dtype = dtype
 
     def __call__(self, label, labels_present: str | Sequence[int] | None = None) -> torch.Tensor:
