@@ -13,6 +13,7 @@ from universal_model.postprocess import (
     assign_left_right,
     body_midline,
     largest_component,
+    major_components,
     remove_small_components,
     restrict_lesions,
 )
@@ -34,6 +35,25 @@ def test_largest_component_keeps_biggest():
     m = _box((20, 20, 20), (2, 2, 2), (8, 8, 8)) | _box((20, 20, 20), (12, 12, 12), (14, 14, 14))
     out = largest_component(m)
     assert out.sum() == 6**3 and out[13, 13, 13] == 0 and out.dtype == np.uint8
+
+
+def test_major_components_keeps_pieces_of_a_broken_tube_and_drops_blobs():
+    """A colon cut in two pieces (216 and 144 voxels) keeps both at fraction 0.3; an 8-voxel blob goes."""
+    shape = (30, 10, 10)
+    piece_a, piece_b = _box(shape, (2, 2, 2), (8, 8, 8)), _box(shape, (12, 2, 2), (18, 6, 8))
+    blob = _box(shape, (25, 2, 2), (27, 4, 4))
+    out = major_components(piece_a | piece_b | blob, 0.3)
+    np.testing.assert_array_equal(out, piece_a | piece_b)
+    np.testing.assert_array_equal(major_components(piece_a | piece_b | blob, 1.0), piece_a)  # largest only
+    t = AnatomicalPostProcessd("pred", major_components=["colon"], major_component_fraction=0.7)
+    masks = np.stack([piece_a | piece_b | blob, piece_a | blob])  # colon (18), intestine (19): rule not asked for
+    t.apply(masks, [18, 19], RAS)
+    np.testing.assert_array_equal(masks[0], piece_a)  # 144 < 0.7 x 216
+    np.testing.assert_array_equal(masks[1], piece_a | blob)
+    with pytest.raises(ValueError, match="major_component_fraction"):
+        AnatomicalPostProcessd("pred", major_components=["colon"], major_component_fraction=0.0)
+    with pytest.raises(ValueError, match="unknown class"):
+        AnatomicalPostProcessd("pred", major_components=["colonn"])
 
 
 @pytest.mark.parametrize("affine, space", [(RAS, "RAS"), (LPS_AXES, "RAS"), (np.diag([1.0, 1, 1, 1]), "LPS")])
