@@ -1,5 +1,6 @@
-"""Lesion-threshold calibration of universal_abdomen_ct_segmentation: the choice rule, and the real CLI
-(``inference.json`` + ``calibrate.json``) on two phantoms with a tiny random-weight network."""
+"""Threshold calibration of universal_abdomen_ct_segmentation: the choice rules, the one-class organ re-run against
+the whole post-processing, and the real CLI (``inference.json`` + ``calibrate.json``) on two phantoms with a tiny
+random-weight network."""
 
 from __future__ import annotations
 
@@ -11,9 +12,20 @@ from itertools import pairwise
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+from monai.data import MetaTensor
+from scipy import ndimage
 
 from universal_helpers import REPO_ROOT, TINY_NET_ARGS, make_tiny_model, run_bundle  # first: bundle on sys.path
-from universal_model.calibration import case_level_auc, choose_threshold, detection_curve
+from universal_model.calibration import (
+    case_level_auc,
+    choose_organ_threshold,
+    choose_threshold,
+    detection_curve,
+    exclusive_rivals,
+    exclusive_winner,
+)
+from universal_model.postprocess import AnatomicalPostProcessd, SigmoidThresholdd
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -50,6 +62,54 @@ def test_case_level_auc_ranks_cases_with_the_lesion_above_cases_without():
     assert case_level_auc([True, True], [1.0, 2.0]) is None
 
 
+def test_choose_organ_threshold_takes_the_best_mean_dice_nearest_the_current_on_ties():
+    grid = [0.2, 0.5, 0.8]
+    nan = float("nan")
+    assert choose_organ_threshold(grid, [[0.7, 0.8, 0.9], [0.7, 0.8, 0.6]], 0.5) == {"threshold": 0.5, "dice": 0.8}
+    # a case without the class in either mask (NaN) does not count: 0.8 removes a false positive (0 -> NaN)
+    assert choose_organ_threshold(grid, [[0.9, 0.9, 0.9], [0.0, 0.0, nan]], 0.5)["threshold"] == 0.8
+    assert choose_organ_threshold(grid, [[0.6, 0.6, 0.6]], 0.8)["threshold"] == 0.8    # tie: keep the current
+    assert choose_organ_threshold(grid, [[0.6, 0.6, 0.5]], 0.8)["threshold"] == 0.5    # tie: nearest the current
+    assert choose_organ_threshold(grid, [[nan, nan, nan]], 0.5) is None
+
+
+def test_one_organ_at_its_threshold_reproduces_the_whole_post_processing():
+    """The calibration's re-run of one class (exclusive competition against the others' masks, then its own rules)
+    must give, at the class's current threshold, exactly the mask of the inference post-processing of all classes,
+    including saturated probabilities that tie between exclusive classes."""
+    rng = np.random.default_rng(0)
+    shape = (24, 20, 16)
+    logits = ndimage.gaussian_filter(rng.normal(0, 1, (32, *shape)), (0, 2, 2, 2)) * 12.0 - 0.5
+    logits[[1, 5], 3:9, 4:10, 2:8] = 40.0          # kidney_right and liver both sigmoid to exactly 1.0: a tie
+    logits = logits.astype(np.float32)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    thresholds = {"default": 0.5, "liver": 0.3, "spleen": 0.7, "colon": 0.9, "hepatic_vessel": 0.4}
+    thresholder = SigmoidThresholdd("pred", threshold=thresholds, exclusive_kinds=["organ", "vessel", "bone"],
+                                    exclusive_exempt=["hepatic_vessel"])
+    anatomy = AnatomicalPostProcessd("pred", largest_component=["spleen", "liver", "prostate"],
+                                     major_components=["colon"], paired_organs=[["kidney_right", "kidney_left"],
+                                                                                ["lung_right", "lung_left"]],
+                                     min_organ_volume_ml={"prostate": 0.05})
+    probs = torch.sigmoid(torch.from_numpy(logits)).numpy()
+    raw = thresholder({"pred": MetaTensor(torch.from_numpy(logits.copy()), affine=torch.from_numpy(affine))})["pred"]
+    raw = np.ascontiguousarray(raw.numpy(), dtype=np.uint8)
+    final = raw.copy()
+    anatomy.apply(final, thresholder.classes, affine, "RAS", midline=None)
+    rivals = exclusive_rivals(probs, thresholder.exclusive, thresholder.thresholds)
+    partner = {2: 3, 3: 2, 16: 17, 17: 16}
+    changed = 0
+    for k, t in enumerate(thresholder.thresholds[:25]):
+        c = k + 1
+        won = (exclusive_winner(probs[k], t, thresholder.exclusive.index(k), rivals) if k in thresholder.exclusive
+               else probs[k] >= t).astype(np.uint8)
+        np.testing.assert_array_equal(won, raw[k], err_msg=f"class {c}: competition")
+        mask = anatomy.organ_mask(c, won, raw[partner[c] - 1] if c in partner else None, affine, "RAS")
+        np.testing.assert_array_equal(mask, final[k], err_msg=f"class {c}: rules")
+        changed += int((mask != raw[k]).any())
+    assert changed >= 3                              # the rules did change masks, so their re-run was tested
+    assert raw[1][3:9, 4:10, 2:8].all() and not raw[5][3:9, 4:10, 2:8].any()   # the tie: to the earlier class
+
+
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     """Two phantoms (seed 3: case_0001 has a liver and a pancreas tumour, case_0000 no lesion), calibrated."""
@@ -61,13 +121,14 @@ def calibrated(tmp_path_factory):
     model = make_tiny_model(root / "model.pt")
     res = run_bundle(["inference.json", "calibrate.json"], "--dataset_dir", root / "data", "--ckpt_path", model,
                      "--calibration_datalist_key", "all", "--calibration_dir", root / "out",
+                     "--calibration_organ_grid", "[0.3, 0.5, 0.7]",
                      "--postprocess#threshold", "{'default': 0.5, 'liver': 0.4}", *TINY_NET_ARGS)
     assert res.returncode == 0, res.stderr[-4000:]
     return root
 
 
 def test_calibration_cli_writes_thresholds_consistent_with_ground_truth(calibrated):
-    result = json.loads((calibrated / "out" / "lesion_thresholds.json").read_text())
+    result = json.loads((calibrated / "out" / "thresholds.json").read_text())
     assert result["cases"] == 2 and result["grid"] == sorted(result["grid"])
     labels = [np.asarray(nib.load(str(calibrated / "data" / f"case_000{i}" / "combined_labels.nii.gz")).dataobj)
               for i in range(2)]
@@ -87,5 +148,25 @@ def test_calibration_cli_writes_thresholds_consistent_with_ground_truth(calibrat
             assert rec["case_auc"] in (0.0, 0.5, 1.0), name
         assert result["threshold"][name] == (rec["chosen"]["threshold"] if rec["chosen"] else 0.5), name
     assert result["classes"]["liver_tumor"]["positives"] == 1
-    assert result["threshold"]["liver"] == 0.4 and result["threshold"]["default"] == 0.5
-    assert (calibrated / "out" / "lesion_thresholds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["threshold"]["default"] == 0.5
+    for name in ("lesion_thresholds.png", "organ_thresholds.png"):
+        assert (calibrated / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibration_cli_chooses_organ_thresholds_by_mean_dice(calibrated):
+    result = json.loads((calibrated / "out" / "thresholds.json").read_text())
+    space = json.loads((REPO_ROOT / "datasets" / "label_space.json").read_text())
+    organs = {c["file_name"] for c in space["classes"] if c["kind"] != "lesion"}
+    assert set(result["organs"]) == organs and result["organ_grid"] == [0.3, 0.5, 0.7]
+    for name, rec in result["organs"].items():
+        assert [r["threshold"] for r in rec["curve"]] == [0.3, 0.5, 0.7]
+        assert rec["current"] == (0.4 if name == "liver" else 0.5)
+        dices = [r["dice"] for r in rec["curve"] if r["dice"] is not None]
+        assert all(0.0 <= d <= 1.0 for d in dices) and all(0 <= r["cases"] <= 2 for r in rec["curve"])
+        if rec["chosen"] is None:
+            assert not dices and result["threshold"][name] == rec["current"], name
+        else:
+            assert rec["chosen"]["dice"] == max(dices), name
+            assert result["threshold"][name] == rec["chosen"]["threshold"], name
+    # the liver (in both phantoms, probabilities near 0.5 from random weights) is scored at every threshold
+    assert all(r["cases"] == 2 for r in result["organs"]["liver"]["curve"])

@@ -407,17 +407,10 @@ class AnatomicalPostProcessd(MapTransform):
                 for c in (r, l):
                     if c in ch:
                         masks[ch[c]] = largest_component(masks[ch[c]])
-        for c in self.largest:
-            if c in ch:
-                masks[ch[c]] = largest_component(masks[ch[c]])
-        for c in self.major:
-            if c in ch:
-                masks[ch[c]] = major_components(masks[ch[c]], self.major_fraction)
         voxel_ml = voxel_volume_mm3(affine) / 1000.0
-        for c, min_ml in self.min_organ_ml.items():
-            if c in ch and 0 < int(np.count_nonzero(masks[ch[c]])) * voxel_ml < min_ml:
-                masks[ch[c]] = 0
-                notes.append(f"class {c}: {self.file_of[c]} below {min_ml} ml in total, cleared (min_organ_volume_ml)")
+        for c in classes:
+            if c not in self.hosts:
+                masks[ch[c]] = self._own_rules(c, masks[ch[c]], voxel_ml, notes)
         for c, hosts in self.hosts.items():
             if c not in ch:
                 continue
@@ -426,6 +419,33 @@ class AnatomicalPostProcessd(MapTransform):
                 notes.append(f"class {c}: host organs {hosts} not segmented, host-organ rule skipped")
             masks[ch[c]] = self.clean_lesion(masks[ch[c]], host, affine)
         return notes
+
+    def _own_rules(self, c: int, mask: np.ndarray, voxel_ml: float, notes: list[str]) -> np.ndarray:
+        """The rules of non-lesion class ``c`` that read only its own mask: components, then minimum volume."""
+        if c in self.largest:
+            mask = largest_component(mask)
+        if c in self.major:
+            mask = major_components(mask, self.major_fraction)
+        min_ml = self.min_organ_ml.get(c)
+        if min_ml is not None and 0 < int(np.count_nonzero(mask)) * voxel_ml < min_ml:
+            notes.append(f"class {c}: {self.file_of[c]} below {min_ml} ml in total, cleared (min_organ_volume_ml)")
+            return np.zeros_like(mask)
+        return mask
+
+    def organ_mask(self, c: int, mask: np.ndarray, partner: np.ndarray | None, affine: np.ndarray,
+                   space: str = "RAS", midline: float | None = None) -> np.ndarray:
+        """``apply``'s result for non-lesion class ``c`` alone, from its thresholded ``mask``; ``partner``: the
+        thresholded mask of the other side when ``c`` is one of ``paired_organs`` (``None``: that side not
+        segmented). Lets calibration re-run one class at many thresholds with the others fixed."""
+        for r, l in self.pairs:
+            if c in (r, l):
+                if partner is None:
+                    mask = largest_component(mask)
+                else:
+                    new_r, new_l = assign_left_right(*((mask, partner) if c == r else (partner, mask)), affine, space,
+                                                     self.pair_min_fraction, midline)
+                    mask = new_r if c == r else new_l
+        return self._own_rules(c, mask, voxel_volume_mm3(affine) / 1000.0, [])
 
     def host_mask(self, masks: np.ndarray, classes: Sequence[int], lesion: int) -> np.ndarray | None:
         """Union of the host organs of class ``lesion`` among the channels of ``masks``; ``None`` if none is there."""
