@@ -24,6 +24,7 @@ from universal_model.calibration import (
     detection_curve,
     exclusive_rivals,
     exclusive_winner,
+    labels_on_grid,
 )
 from universal_model.postprocess import AnatomicalPostProcessd, SigmoidThresholdd
 
@@ -108,6 +109,19 @@ def test_one_organ_at_its_threshold_reproduces_the_whole_post_processing():
         changed += int((mask != raw[k]).any())
     assert changed >= 3                              # the rules did change masks, so their re-run was tested
     assert raw[1][3:9, 4:10, 2:8].all() and not raw[5][3:9, 4:10, 2:8].any()   # the tie: to the earlier class
+
+
+def test_labels_on_grid_resamples_by_nearest_neighbour_and_rejects_labels_outside_the_image():
+    labels = np.zeros((8, 8, 8), np.uint8)
+    labels[2:6, 2:6, 2:6] = 7
+    coarse = MetaTensor(torch.zeros(1, 4, 4, 4), affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0]).double()))
+    on_grid = labels_on_grid(labels, np.eye(4), coarse, "case/labels.nii.gz")
+    assert on_grid.dtype == np.uint8 and on_grid.shape == (4, 4, 4) and set(np.unique(on_grid)) == {0, 7}
+    assert on_grid[1:3, 1:3, 1:3].all() and on_grid.sum() == 7 * 8
+    far = np.eye(4)
+    far[:3, 3] = 500.0                                                       # the labels' world position: elsewhere
+    with pytest.raises(ValueError, match="case/labels.nii.gz: ground-truth labels do not overlap"):
+        labels_on_grid(labels, far, coarse, "case/labels.nii.gz")
 
 
 @pytest.fixture(scope="module")

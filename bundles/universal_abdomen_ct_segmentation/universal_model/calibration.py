@@ -48,6 +48,7 @@ __all__ = [
     "choose_organ_threshold",
     "case_level_auc",
     "exclusive_rivals",
+    "labels_on_grid",
     "ThresholdCalibrator",
 ]
 
@@ -145,6 +146,18 @@ def exclusive_winner(p: np.ndarray, threshold: float, j: int, rivals) -> np.ndar
     return (p >= threshold) & (p > 0) & beats
 
 
+def labels_on_grid(labels: np.ndarray, affine: np.ndarray, image: MetaTensor, path) -> np.ndarray:
+    """``labels`` (with their world ``affine``) resampled by nearest neighbour onto the grid of ``image``
+    ``[C, ...]``; raises naming ``path`` when labels that exist fall entirely outside the image."""
+    out = ResampleToMatch(mode="nearest")(
+        MetaTensor(torch.from_numpy(labels)[None], affine=torch.as_tensor(affine, dtype=torch.float64)), img_dst=image)
+    out = np.rint(out[0].numpy()).astype(np.uint8)
+    if labels.any() and not out.any():
+        raise ValueError(f"{path}: ground-truth labels do not overlap their image (a wrong pairing, or an affine "
+                         "that places them elsewhere)")
+    return out
+
+
 class ThresholdCalibrator:
     """Choose per-class thresholds on a labelled datalist with the inference network and post-processing.
 
@@ -212,10 +225,8 @@ class ThresholdCalibrator:
         midline = self.anatomy.image_midline(d, masks.shape[1:], affine, space) if self.anatomy.pairs else None
         dices = {}
         if self.organs:
-            gt_net = ResampleToMatch(mode="nearest")(
-                MetaTensor(torch.from_numpy(gt)[None], affine=torch.as_tensor(gt_affine, dtype=torch.float64)),
-                img_dst=d["image"])[0].numpy()
-            dices = self._organ_dices(probs, masks, gt_net.astype(np.uint8), affine, space, midline)
+            gt_net = labels_on_grid(gt, gt_affine, d["image"], entry["label"])
+            dices = self._organ_dices(probs, masks, gt_net, affine, space, midline)
             del probs
         self.anatomy.apply(masks, classes, affine, space, midline)
         found, score = {}, {}
