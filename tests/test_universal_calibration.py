@@ -25,6 +25,7 @@ from universal_model.calibration import (
     exclusive_rivals,
     exclusive_winner,
     labels_on_grid,
+    organ_curve,
 )
 from universal_model.postprocess import AnatomicalPostProcessd, SigmoidThresholdd
 
@@ -66,12 +67,19 @@ def test_case_level_auc_ranks_cases_with_the_lesion_above_cases_without():
 def test_choose_organ_threshold_takes_the_best_mean_dice_nearest_the_current_on_ties():
     grid = [0.2, 0.5, 0.8]
     nan = float("nan")
-    assert choose_organ_threshold(grid, [[0.7, 0.8, 0.9], [0.7, 0.8, 0.6]], 0.5) == {"threshold": 0.5, "dice": 0.8}
+
+    def choose(dices, current):
+        return choose_organ_threshold(organ_curve(grid, dices), current)
+
+    curve = organ_curve(grid, [[0.7, 0.8, 0.9], [0.7, 0.8, nan]])
+    assert [r["cases"] for r in curve] == [2, 2, 1] and curve[2]["dice"] == 0.9 and curve[0]["dice"] == 0.7
+    assert choose([[0.7, 0.8, 0.9], [0.7, 0.8, 0.6]], 0.5) == {"threshold": 0.5, "dice": 0.8}
     # a case without the class in either mask (NaN) does not count: 0.8 removes a false positive (0 -> NaN)
-    assert choose_organ_threshold(grid, [[0.9, 0.9, 0.9], [0.0, 0.0, nan]], 0.5)["threshold"] == 0.8
-    assert choose_organ_threshold(grid, [[0.6, 0.6, 0.6]], 0.8)["threshold"] == 0.8    # tie: keep the current
-    assert choose_organ_threshold(grid, [[0.6, 0.6, 0.5]], 0.8)["threshold"] == 0.5    # tie: nearest the current
-    assert choose_organ_threshold(grid, [[nan, nan, nan]], 0.5) is None
+    assert choose([[0.9, 0.9, 0.9], [0.0, 0.0, nan]], 0.5)["threshold"] == 0.8
+    assert choose([[0.6, 0.6, 0.6]], 0.8)["threshold"] == 0.8    # tie: keep the current
+    assert choose([[0.6, 0.6, 0.5]], 0.8)["threshold"] == 0.5    # tie: nearest the current
+    assert organ_curve(grid, [[nan, nan, nan]])[0] == {"threshold": 0.2, "dice": None, "cases": 0}
+    assert choose([[nan, nan, nan]], 0.5) is None
 
 
 def test_one_organ_at_its_threshold_reproduces_the_whole_post_processing():

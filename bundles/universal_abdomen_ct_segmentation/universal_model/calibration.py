@@ -45,9 +45,11 @@ __all__ = [
     "DEFAULT_GRID",
     "detection_curve",
     "choose_threshold",
+    "organ_curve",
     "choose_organ_threshold",
     "case_level_auc",
     "exclusive_rivals",
+    "exclusive_winner",
     "labels_on_grid",
     "ThresholdCalibrator",
 ]
@@ -100,16 +102,23 @@ def case_level_auc(gt: Sequence[bool], scores: Sequence[float]) -> float | None:
     return float(above / (len(pos) * len(neg)))
 
 
-def choose_organ_threshold(grid: Sequence[float], dices: Sequence[Sequence[float]], current: float) -> dict | None:
-    """``{"threshold", "dice"}`` of the grid column with the best mean Dice over cases (NaN: the case has the
-    class in neither mask and does not count); ties: the threshold nearest ``current``. ``None`` if no case counts."""
+def organ_curve(grid: Sequence[float], dices: Sequence[Sequence[float]]) -> list[dict]:
+    """Per grid threshold, ``{"threshold", "dice", "cases"}``: the mean Dice over the cases that count (NaN: the case
+    has the class in neither mask) and their number; ``dice`` is ``None`` when no case counts. ``dices[case][j]``."""
     d = np.asarray(dices, dtype=np.float64).reshape(-1, len(grid))
-    counted = ~np.isnan(d)
-    if not counted.any():
+    counted = (~np.isnan(d)).sum(0)
+    return [{"threshold": float(t), "dice": float(np.nansum(d[:, j]) / n) if n else None, "cases": int(n)}
+            for j, (t, n) in enumerate(zip(grid, counted))]
+
+
+def choose_organ_threshold(curve: Sequence[dict], current: float) -> dict | None:
+    """``{"threshold", "dice"}`` of the ``organ_curve`` row with the best mean Dice; ties: the threshold nearest
+    ``current``. ``None`` if no case counts at any threshold."""
+    rows = [r for r in curve if r["dice"] is not None]
+    if not rows:
         return None
-    means = np.where(counted.any(0), np.nansum(d, 0) / np.maximum(counted.sum(0), 1), -np.inf)
-    best = max(range(len(grid)), key=lambda j: (round(float(means[j]), 12), -abs(grid[j] - current)))
-    return {"threshold": float(grid[best]), "dice": float(means[best])}
+    best = max(rows, key=lambda r: (round(r["dice"], 12), -abs(r["threshold"] - current)))
+    return {"threshold": best["threshold"], "dice": best["dice"]}
 
 
 def exclusive_rivals(probs: np.ndarray, exclusive: Sequence[int], thresholds: Sequence[float]):
@@ -305,13 +314,9 @@ class ThresholdCalibrator:
         per_organ = {}
         for c in self.organs:
             name = self.names[c]
-            d = np.asarray(dices[c], dtype=np.float64)
-            counted = (~np.isnan(d)).sum(0)
-            means = [float(np.nansum(d[:, j]) / n) if n else None for j, n in enumerate(counted)]
-            best = choose_organ_threshold(self.organ_grid, d, current[c])
-            per_organ[name] = {"current": current[c], "chosen": best,
-                               "curve": [{"threshold": t, "dice": m, "cases": int(n)}
-                                         for t, m, n in zip(self.organ_grid, means, counted)]}
+            curve = organ_curve(self.organ_grid, dices[c])
+            best = choose_organ_threshold(curve, current[c])
+            per_organ[name] = {"current": current[c], "chosen": best, "curve": curve}
             threshold[name] = best["threshold"] if best else current[c]
         result = {"cases": len(self.entries), "grid": self.grid, "organ_grid": self.organ_grid, "threshold": threshold,
                   "classes": per_class, "organs": per_organ}
