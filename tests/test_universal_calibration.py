@@ -192,3 +192,17 @@ def test_calibration_cli_chooses_organ_thresholds_by_mean_dice(calibrated):
             assert result["threshold"][name] == rec["chosen"]["threshold"], name
     # the liver (in both phantoms, probabilities near 0.5 from random weights) is scored at every threshold
     assert all(r["cases"] == 2 for r in result["organs"]["liver"]["curve"])
+
+
+def test_calibration_cli_with_an_empty_organ_grid_keeps_the_organ_thresholds(calibrated):
+    res = run_bundle(["inference.json", "calibrate.json"], "--dataset_dir", calibrated / "data",
+                     "--ckpt_path", calibrated / "model.pt", "--calibration_datalist_key", "all",
+                     "--calibration_dir", calibrated / "lesions_only", "--calibration_organ_grid", "[]",
+                     "--postprocess#threshold", "{'default': 0.5, 'liver': 0.4}", *TINY_NET_ARGS)
+    assert res.returncode == 0, res.stderr[-4000:]
+    result = json.loads((calibrated / "lesions_only" / "thresholds.json").read_text())
+    assert result["organs"] == {} and result["organ_grid"] == []
+    lesions = set(result["classes"])
+    assert {k: v for k, v in result["threshold"].items() if k not in lesions} == {"default": 0.5, "liver": 0.4}
+    assert (calibrated / "lesions_only" / "lesion_thresholds.png").exists()
+    assert not (calibrated / "lesions_only" / "organ_thresholds.png").exists()
