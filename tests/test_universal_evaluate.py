@@ -56,8 +56,9 @@ def evaluated(tmp_path_factory):
 
 def test_outputs_and_table(evaluated):
     root, stdout = evaluated
-    assert {p.name for p in (root / "metrics").iterdir()} >= {"metrics.json", "summary.csv", "per_case.csv"}
-    assert "NSD@2mm" in stdout and "liver_tumor" in stdout
+    assert {p.name for p in (root / "metrics").iterdir()} >= {"metrics.json", "summary.csv", "per_case.csv",
+                                                             "lesions.csv", "lesion_detection.png"}
+    assert "NSD@2mm" in stdout and "liver_tumor" in stdout and "FP/case" in stdout
     rows = list(csv.DictReader((root / "metrics" / "per_case.csv").open()))
     assert {r["case"] for r in rows} == {"case_a", "case_b", "case_c"}
 
@@ -85,6 +86,53 @@ def test_lesion_detection(evaluated):
     tumor = [r for r in m["summary"] if r["class"] == "liver_tumor"][0]
     assert (tumor["tp"], tumor["fn"], tumor["tn"], tumor["fp"]) == (1, 1, 0, 1)
     assert tumor["sensitivity"] == pytest.approx(0.5) and tumor["specificity"] == pytest.approx(0.0)
+
+
+def test_lesion_level_detection_by_size(evaluated):
+    root = evaluated[0]
+    rows = list(csv.DictReader((root / "metrics" / "lesions.csv").open()))
+    # one 3x3x3 tumour at 1 x 1 x 2 mm in case_a (found) and one in case_c (missed): 7.3 mm, below 10 mm
+    assert sorted((r["case"], r["class"], r["found"], r["size_bin"]) for r in rows) == [
+        ("case_a", "liver_tumor", "True", "<10 mm"), ("case_c", "liver_tumor", "False", "<10 mm")]
+    assert float(rows[0]["diameter_mm"]) == pytest.approx(7.3, abs=0.1)
+    m = json.loads((root / "metrics" / "metrics.json").read_text())["lesion_detection"]
+    assert m["size_bins_mm"] == [10.0, 20.0]
+    total = [r for r in m["summary"] if r["class"] == "liver_tumor" and r["size"] == "all sizes"][0]
+    assert (total["lesions"], total["found"], total["cases"], total["false_positive_lesions"]) == (2, 1, 3, 1)
+    assert total["false_positives_per_case"] == pytest.approx(1 / 3, abs=1e-3)
+    assert [r["size"] for r in m["summary"] if r["class"] == "liver_tumor"] == ["<10 mm", "all sizes"]
+
+
+def test_match_lesions_finds_misses_and_counts_false_positives():
+    from universal_model.lesion_detection import match_lesions
+
+    gt = np.zeros((40, 40, 20), bool)
+    pred = np.zeros_like(gt)
+    gt[2:14, 2:14, 2:8] = True    # 12 x 12 x 12 mm lesion at 1 x 1 x 2 mm: 20 mm or more
+    gt[30:32, 30:32, 15:16] = True  # small lesion, missed
+    pred[13:16, 13:16, 7:9] = True  # overlaps the large lesion by one corner voxel: found
+    pred[30:33, 2:5, 15:17] = True  # touches no lesion: one false positive
+    lesions, fp = match_lesions(pred, gt, np.diag([1.0, 1.0, 2.0, 1.0]))
+    assert [r["found"] for r in lesions] == [True, False] and fp == 1
+    assert lesions[0]["diameter_mm"] > 20 > 10 > lesions[1]["diameter_mm"]
+    assert lesions[0]["volume_ml"] == pytest.approx(12 * 12 * 6 * 2 / 1000)
+    assert match_lesions(np.zeros_like(gt), np.zeros_like(gt), np.eye(4)) == ([], 0)
+
+
+@pytest.mark.parametrize("diameter, expected", [(9.9, "<10 mm"), (10.0, "10-20 mm"), (19.0, "10-20 mm"),
+                                                (20.0, ">=20 mm"), (80.0, ">=20 mm")])
+def test_size_bins(diameter, expected):
+    from universal_model.lesion_detection import size_bin
+
+    assert size_bin(diameter, [10, 20]) == expected
+
+
+@pytest.mark.parametrize("edges", [[20, 10], [0, 10], [10, 10]])
+def test_bad_size_bins_are_refused(edges):
+    from universal_model.lesion_detection import size_bin_names
+
+    with pytest.raises(ValueError, match="positive and increasing"):
+        size_bin_names(edges)
 
 
 @pytest.mark.parametrize("array, problem", [

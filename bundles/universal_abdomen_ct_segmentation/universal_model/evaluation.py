@@ -4,7 +4,8 @@ Per case and class: Dice and normalised surface Dice (NSD, MONAI ``compute_surfa
 Classes absent from both ground truth and prediction give no number (NaN, left out of means); classes not listed in
 a case's ``labels_present`` (partial labels) are ignored. Per lesion class, case-level detection: a case is positive
 when its ground truth has the class, predicted positive when the (post-processed) prediction has any voxel of it;
-sensitivity = TP / (TP + FN), specificity = TN / (TN + FP).
+sensitivity = TP / (TP + FN), specificity = TN / (TN + FP). Per lesion class and size bin, lesion-level detection
+(``lesion_detection``: each ground-truth lesion found or missed, false-positive lesions per case).
 
 Both label maps use the combined convention (lesions drawn over their host organ), so organ Dice is computed on the
 organ without its lesions on both sides.
@@ -27,6 +28,8 @@ from monai.metrics import compute_surface_dice
 from .io import case_name
 from .jsonfile import read_json
 from .label_space import classes as ls_classes
+from .lesion_detection import (DEFAULT_SIZE_BINS_MM, format_lesion_table, match_lesions, plot_sensitivity_by_size,
+                               size_bin, size_bin_names, summarise_lesions)
 from .postprocess import bounding_box, voxel_spacing_mm
 from .writer import atomic_write, case_dir, save_json
 
@@ -168,7 +171,8 @@ def _clean(v: Any) -> Any:
 
 
 class CohortEvaluator:
-    """Score every case of a datalist and write ``metrics.json``, ``summary.csv`` and ``per_case.csv``.
+    """Score every case of a datalist and write ``metrics.json``, ``summary.csv``, ``per_case.csv``, ``lesions.csv``
+    (one row per ground-truth lesion) and ``lesion_detection.png`` (lesion sensitivity by size, when there are lesions).
 
     Args:
         datalist: datalist JSON path (see ``load_datalist``).
@@ -177,10 +181,11 @@ class CohortEvaluator:
         label_space: label-space dict or path.
         nsd_tolerance_mm: NSD tolerance (mm).
         datalist_key: key of the list inside a dict datalist (default: see ``load_datalist``).
+        lesion_size_bins_mm: increasing diameters (mm) that cut lesions into size bins for lesion-level detection.
     """
 
     def __init__(self, datalist, prediction_dir, output_dir, label_space=None, nsd_tolerance_mm: float = 2.0,
-                 datalist_key: str | None = None):
+                 datalist_key: str | None = None, lesion_size_bins_mm: Sequence[float] = DEFAULT_SIZE_BINS_MM):
         self.entries = load_datalist(datalist, datalist_key)
         self.prediction_dir, self.output_dir = Path(prediction_dir), Path(output_dir)
         recs = ls_classes(label_space)
@@ -188,10 +193,14 @@ class CohortEvaluator:
         self.by_name = {k.lower(): int(c["index"]) for c in recs for k in (c["name"], c["file_name"])}
         self.lesions = {int(c["index"]) for c in recs if c.get("kind") == "lesion"}
         self.tolerance_mm = float(nsd_tolerance_mm)
+        self.size_bins_mm = [float(e) for e in lesion_size_bins_mm]
+        size_bin_names(self.size_bins_mm)  # fail now, naming the bins, rather than after scoring every case
 
     def run(self) -> dict[str, Any]:
         """Score all cases, write the files, print the table; returns the ``metrics.json`` content."""
         per_case: dict[str, dict[int, dict]] = {}
+        lesions: list[dict] = []
+        false_positives: dict[str, list[int]] = {self.names[c]: [] for c in sorted(self.lesions)}
         for e in self.entries:
             gt, gt_aff = load_labels(e["label"], "ground-truth labels")
             pred, pred_aff = load_labels(case_dir(self.prediction_dir, e["case"]) / "combined_labels.nii.gz",
@@ -204,25 +213,36 @@ class CohortEvaluator:
             present = _present(e, self.by_name)
             labels = [c for c in self.names if present is None or c in present]
             per_case[e["case"]] = score_case(pred, gt, gt_aff, labels, self.lesions, self.tolerance_mm)
+            for c in sorted(self.lesions.intersection(labels)):
+                found, fp = match_lesions(pred == c, gt == c, gt_aff)
+                false_positives[self.names[c]].append(fp)
+                lesions += [{"case": e["case"], "class": self.names[c], **r,
+                             "size_bin": size_bin(r["diameter_mm"], self.size_bins_mm)} for r in found]
         summary = summarise(per_case, self.names)
+        lesion_rows = summarise_lesions(lesions, {k: v for k, v in false_positives.items() if v}, self.size_bins_mm)
         result = {
             "nsd_tolerance_mm": self.tolerance_mm,
             "cases": len(per_case),
             "summary": summary,
             "per_case": {k: {self.names[c]: {m: _clean(v) for m, v in r.items()} for c, r in recs.items()}
                          for k, recs in per_case.items()},
+            "lesion_detection": {"size_bins_mm": self.size_bins_mm, "summary": lesion_rows, "lesions": lesions},
         }
         save_json(self.output_dir / "metrics.json", result)
         self._write_csv(self.output_dir / "summary.csv", summary)
         rows = [{"case": k, "class": self.names[c], **{m: _clean(v) for m, v in r.items()}}
                 for k, recs in per_case.items() for c, r in recs.items()]
         self._write_csv(self.output_dir / "per_case.csv", rows)
+        self._write_csv(self.output_dir / "lesions.csv", lesions,
+                        ["case", "class", "diameter_mm", "volume_ml", "size_bin", "found"])
+        plot_sensitivity_by_size(lesion_rows, self.size_bins_mm, self.output_dir / "lesion_detection.png")
         print(format_table(summary, self.tolerance_mm))
+        print(format_lesion_table(lesion_rows))
         return result
 
     @staticmethod
-    def _write_csv(path: Path, rows: list[dict]) -> None:
-        fields = list(dict.fromkeys(k for r in rows for k in r))
+    def _write_csv(path: Path, rows: list[dict], fields: Sequence[str] | None = None) -> None:
+        fields = list(fields or dict.fromkeys(k for r in rows for k in r))
         buf = _io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
