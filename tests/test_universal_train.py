@@ -77,6 +77,19 @@ def test_fine_tune_starts_from_initial_weights(tmp_path):
     assert all(torch.equal(v, final[k]) for k, v in start.state_dict().items())
 
 
+@pytest.mark.parametrize("initial_weights, max_epochs, warmup", [("", 400, 20), ("", 10, 1), ("w.pt", 400, 0)])
+def test_fine_tuning_starts_at_the_full_learning_rate(initial_weights, max_epochs, warmup):
+    """A run from scratch warms up for 5 % of its epochs (at least 1); a run from --initial_weights does not: with
+    --time_budget_minutes and a nominal --max_epochs 400 it would spend the epochs the budget measures at 1-6 % of
+    the learning rate."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser.update({"initial_weights": initial_weights, "max_epochs": max_epochs})
+    assert parser.get_parsed_content("warmup_epochs") == warmup
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
     data = _data(tmp_path, cases=4, num_val=2)
