@@ -5,8 +5,8 @@ missed; small lesions are where a detector fails first (a 7 mm cyst is a handful
 Per lesion class, every 26-connected component of the ground truth is one lesion. It is *found* when any predicted
 voxel of the same class lies in it (the lenient hit rule: it scores detection, not delineation, which Dice does).
 Every predicted component of the class that touches no ground-truth lesion of the class is a *false-positive lesion*.
-Lesions are binned by their largest diameter (``report.largest_diameter_mm``), by default below 10 mm, 10-20 mm and
-20 mm or more: 10 mm is the smallest lesion RECIST 1.1 counts as measurable on CT.
+Lesions are binned by their largest diameter (``report.component_diameter_mm``, as in ``report.json``), by default
+below 10 mm, 10-20 mm and 20 mm or more: 10 mm is the smallest lesion RECIST 1.1 counts as measurable on CT.
 
 The tumour-synthesis bundle has a lesion metric with the same hit rule (``tumor_synth.lesion_metrics``). It is not
 imported here because each bundle is a standalone package (``ARCHITECTURE.md``), and it measures the equivalent-sphere
@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from .postprocess import STRUCTURE_26, bounding_box, voxel_volume_mm3
-from .report import largest_diameter_mm
+from .report import component_diameter_mm
 from .writer import atomic_write
 
 __all__ = ["DEFAULT_SIZE_BINS_MM", "match_lesions", "size_bin_names", "size_bin", "summarise_lesions",
@@ -48,11 +48,9 @@ def match_lesions(pred: np.ndarray, gt: np.ndarray, affine: np.ndarray) -> tuple
     lesions = []
     for comp, sl in enumerate(ndimage.find_objects(gt_lab), start=1):
         sub = gt_lab[sl] == comp
-        pts = np.argwhere(sub)
-        surface = pts if len(pts) < 64 else np.argwhere(sub & ~ndimage.binary_erosion(sub))
         start = origin + np.array([s.start for s in sl])
-        lesions.append({"diameter_mm": round(largest_diameter_mm(surface + start, affine), 1),
-                        "volume_ml": round(len(pts) * voxel_ml, 3),
+        lesions.append({"diameter_mm": round(component_diameter_mm(sub, start, affine), 1),
+                        "volume_ml": round(int(np.count_nonzero(sub)) * voxel_ml, 3),
                         "found": bool(p[sl][sub].any())})
     pred_lab, n_pred = ndimage.label(p, structure=STRUCTURE_26)
     touching = np.unique(pred_lab[g & p])

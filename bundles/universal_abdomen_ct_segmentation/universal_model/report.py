@@ -24,7 +24,7 @@ from .label_space import classes as ls_classes
 from .postprocess import STRUCTURE_26, bounding_box, voxel_spacing_mm, voxel_volume_mm3
 from .writer import case_dir, save_json
 
-__all__ = ["largest_diameter_mm", "lesion_records", "class_statistics", "CaseReportd"]
+__all__ = ["largest_diameter_mm", "component_diameter_mm", "lesion_records", "class_statistics", "CaseReportd"]
 
 
 def largest_diameter_mm(points_vox: np.ndarray, affine: np.ndarray) -> float:
@@ -52,6 +52,14 @@ def largest_diameter_mm(points_vox: np.ndarray, affine: np.ndarray) -> float:
     return float(best + np.abs(u @ aff[:3, :3]).sum())
 
 
+def component_diameter_mm(component: np.ndarray, start: np.ndarray, affine: np.ndarray) -> float:
+    """Largest diameter (mm) of one component, a boolean sub-array whose first voxel sits at index ``start`` of the
+    grid of ``affine``; the extent is measured over its surface voxels (all voxels when small)."""
+    pts = np.argwhere(component)
+    surface = pts if len(pts) < 64 else np.argwhere(component & ~ndimage.binary_erosion(component))
+    return largest_diameter_mm(surface + start, affine)
+
+
 def lesion_records(mask: np.ndarray, affine: np.ndarray, hosts: dict[str, np.ndarray], name: str) -> list[dict]:
     """One record per 26-connected lesion component of ``mask`` (host = the host mask it overlaps most)."""
     box = bounding_box(mask > 0)
@@ -66,8 +74,7 @@ def lesion_records(mask: np.ndarray, affine: np.ndarray, hosts: dict[str, np.nda
         sub = lab[sl] == comp
         start = origin + np.array([s.start for s in sl])
         pts = np.argwhere(sub)
-        surface = pts if len(pts) < 64 else np.argwhere(sub & ~ndimage.binary_erosion(sub))
-        diam = largest_diameter_mm(surface + start, aff)
+        diam = component_diameter_mm(sub, start, aff)
         centroid = aff[:3, :3] @ (pts.mean(axis=0) + start) + aff[:3, 3]
         where = tuple((pts + start).T)
         overlap = {h: int(np.count_nonzero(m[where])) for h, m in hosts.items()}
