@@ -29,6 +29,8 @@ class PhantomCase:
         affine: 4x4 float64 voxel -> world (NIfTI RAS+ mm) matrix, shared by ``ct`` and ``labels``.
         meta: JSON-ready description (seed, phase, sex, spacing, orientation, lesions ...).
         organ_labels: like ``labels`` but with each lesion's voxels still carrying the host organ.
+        lesion_signal: float32 HU, the noiseless CT minus the same noiseless CT without lesions (what the lesions
+            add to the image); only when ``generate_case(..., lesion_signal=True)``.
     """
 
     ct: np.ndarray
@@ -36,6 +38,7 @@ class PhantomCase:
     affine: np.ndarray
     meta: dict
     organ_labels: np.ndarray = field(default=None, repr=False)
+    lesion_signal: np.ndarray = field(default=None, repr=False)
 
 
 def validate_geometry(shape, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -70,7 +73,8 @@ def _orient(case_arrays: list[np.ndarray], canvas: Canvas, orientation: str):
 
 
 def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING_MM, healthy: bool = False,
-                  sex: str | None = None, phase: str | None = None, orientation: str | None = None) -> PhantomCase:
+                  sex: str | None = None, phase: str | None = None, orientation: str | None = None,
+                  lesion_signal: bool = False) -> PhantomCase:
     """Generate one phantom case (pure function of its arguments).
 
     Args:
@@ -81,6 +85,9 @@ def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING_MM, he
         sex: ``"male"``/``"female"``; drawn from the seed when None.
         phase: ``"non_contrast"``/``"arterial"``/``"portal_venous"``; drawn when None.
         orientation: ``"RAS"``/``"LPS"`` array orientation; drawn when None.
+        lesion_signal: also render the case twice without noise, with and without its lesions, and return the
+            difference as ``lesion_signal`` (``phantom_ct.detectability``). The case itself is unchanged: those
+            renders draw nothing from the case's random generator.
     """
     shape, spacing = validate_geometry(shape, spacing)
     rng = np.random.default_rng(int(seed))
@@ -92,13 +99,17 @@ def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING_MM, he
     canvas = Canvas(shape, spacing, transform, rng)
     body = build_anatomy(canvas, rng, sex)
     organ_labels = canvas.labels.copy()
+    tissue_without_lesions = canvas.tissue.copy() if lesion_signal else None
     lesions = [] if healthy else add_lesions(canvas.labels, canvas.tissue, spacing, phase, rng)
     lut, contrast_factor = phase_hu_table(phase, rng)
     for k, lesion in enumerate(lesions):
         lut[LESION_TISSUE_BASE + k] = lesion.hu
+    arrays = [canvas.labels, organ_labels]
+    if lesion_signal:
+        arrays.append(_noiseless(canvas.tissue, lut, spacing) - _noiseless(tissue_without_lesions, lut, spacing))
     ct = render_ct(canvas.tissue, lut, spacing, noise_std_hu, rng)
     records = _lesion_records(lesions, ct, canvas)
-    (ct, labels, organ_labels), affine = _orient([ct, canvas.labels, organ_labels], canvas, orientation)
+    (ct, labels, organ_labels, *signal), affine = _orient([ct, *arrays], canvas, orientation)
     present = _present(labels)
     meta = {
         "generator": GENERATOR_VERSION, "seed": int(seed), "phase": phase, "sex": sex,
@@ -110,7 +121,13 @@ def generate_case(seed: int, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING_MM, he
         "organs_present": _present(organ_labels),
         "classes_present": present, "lesions": records,
     }
-    return PhantomCase(ct=ct, labels=labels, affine=affine, meta=meta, organ_labels=organ_labels)
+    return PhantomCase(ct=ct, labels=labels, affine=affine, meta=meta, organ_labels=organ_labels,
+                       lesion_signal=signal[0] if signal else None)
+
+
+def _noiseless(tissue: np.ndarray, lut: np.ndarray, spacing) -> np.ndarray:
+    """float32 CT of ``tissue`` without noise (its own generator, so the case's random stream is untouched)."""
+    return render_ct(tissue, lut, spacing, 0.0, np.random.default_rng(0)).astype(np.float32)
 
 
 def _present(labels: np.ndarray) -> list[int]:
