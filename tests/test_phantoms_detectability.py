@@ -92,9 +92,26 @@ def test_cli_rejects_edited_cases_and_bad_arguments(phantom_set, tmp_path):
     assert result.returncode == 2
     assert "combined_labels.nii.gz" in result.stderr and "does not match" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    (edited / case.name / "meta.json").write_bytes((case / "meta.json").read_bytes())
+    (edited / case.name / "combined_labels.nii.gz").write_bytes(b"not a nifti")
+    result = detectability(edited)
+    assert result.returncode == 2 and "combined_labels.nii.gz: cannot read" in result.stderr, result.stderr
     for args, message in (([tmp_path / "empty"], "no phantom case folders"),
                           ([phantom_set, "--classes", "6"], "not lesion classes"),
                           ([phantom_set, "--specificity", "1.5"], "between 0 and 1")):
         (tmp_path / "empty").mkdir(exist_ok=True)
         result = detectability(*args)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_a_healthy_set_has_nothing_to_detect(tmp_path):
+    out = tmp_path / "healthy"
+    made = subprocess.run([sys.executable, str(ROOT / "datasets" / "phantoms.py"), "--out", str(out), "--cases", "2",
+                           "--seed", str(SEED), "--shape", "96,96,60", "--spacing", "4,4,5", "--healthy", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    result = detectability(out, "--json", tmp_path / "h.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "h.json").read_text())
+    assert report["cases"] == 2 and report["lesions"] == []
+    assert all(s["positive_cases"] == 0 and s["ideal_sensitivity"] is None for s in report["summary"])

@@ -37,16 +37,21 @@ BLUR_REACH_MM = 2.0
 
 def regenerate(case_dir: Path):
     """The case in ``case_dir`` regenerated from its meta.json with its lesion signal; checked against its labels."""
-    meta_path = case_dir / "meta.json"
+    meta_path, labels_path = case_dir / "meta.json", case_dir / "combined_labels.nii.gz"
     try:
         meta = json.loads(meta_path.read_text())
-        case = generate_case(meta["seed"], tuple(meta["shape"]), tuple(meta["spacing_mm"]), sex=meta["sex"],
-                             phase=meta["phase"], orientation=meta["orientation"], lesion_signal=True)
+        # a lesion-free case regenerates as healthy: same anatomy and labels, and --healthy sets are not in meta
+        case = generate_case(meta["seed"], tuple(meta["shape"]), tuple(meta["spacing_mm"]),
+                             healthy=not meta["lesions"], sex=meta["sex"], phase=meta["phase"],
+                             orientation=meta["orientation"], lesion_signal=True)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{meta_path}: cannot regenerate the phantom ({error})") from None
-    stored = np.asarray(nib.load(str(case_dir / "combined_labels.nii.gz")).dataobj)
+    try:
+        stored = np.asarray(nib.load(str(labels_path)).dataobj)
+    except Exception as error:  # nibabel raises several types for missing, truncated or foreign files
+        raise ValueError(f"{labels_path}: cannot read ({type(error).__name__}: {error})") from None
     if stored.shape != case.labels.shape or not np.array_equal(stored, case.labels):
-        raise ValueError(f"{case_dir / 'combined_labels.nii.gz'}: does not match the phantom regenerated from "
+        raise ValueError(f"{labels_path}: does not match the phantom regenerated from "
                          f"meta.json (edited files, or made by another generator version than {case.meta['generator']})")
     return case
 
@@ -64,7 +69,7 @@ def signal_support(lesion_mask: np.ndarray, spacing) -> np.ndarray:
 
 def lesion_dprimes(case, classes) -> list[dict]:
     """One record per 26-connected lesion component of ``classes``: class, voxels, d' and host-organ voxels."""
-    spacing = np.sqrt((case.affine[:3, :3] ** 2).sum(axis=0))
+    spacing = case.meta["spacing_mm"]
     lesion_mask = np.isin(case.labels, lesion_indices())
     components, count = ndimage.label(lesion_mask, structure=np.ones((3, 3, 3)))
     if not count:
