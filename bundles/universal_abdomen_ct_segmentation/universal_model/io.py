@@ -188,5 +188,7 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, strict: bool
     try:
         network.load_state_dict(state, strict=strict)
     except RuntimeError as e:
-        raise ValueError(f"{p}: weights do not fit the network ({str(e).splitlines()[0]})") from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__
+        raise ValueError(f"{p}: weights do not fit the network ({detail})") from e
     return network.eval()
