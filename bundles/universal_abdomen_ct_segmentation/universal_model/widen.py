@@ -11,8 +11,8 @@ their sum equals the original input. It is exact for this model because
 * the controller, text projection and dynamic heads read only the 256-d codes and the 8 ``precls`` channels, whose
   widths do not change.
 
-Why: the shipped width-8 network's dynamic head is 20-27 % of its forward and its 8-channel decoder does not separate
-lesions from their host organ (docs/README.md, Performance). A wider network trained from scratch first has to learn
+Why: the shipped width-8 network's dynamic head is 20-27 % of its forward (the issue's target is 5 %), and a wider
+decoder is one of the changes left to try for the lesion channels (docs/README.md, Performance). A wider network trained from scratch first has to learn
 the organs again; started from a widened copy it begins at the narrow network's Dice. Identical copies of a channel
 get identical updates forever, so ``noise`` perturbs the copied weights (relative to each tensor's spread) to let
 them drift apart in training.
