@@ -112,6 +112,95 @@ def test_pos_weight_cap_per_class_boosts_only_the_listed_classes():
         MaskedBCEDiceLoss(pos_weight_max=[2.0, 0.5])
 
 
+def _host_and_lesion(host_labelled=True):
+    """Channels (label 1 = host, label 2 = lesion in it), as ``PrepareLabelledClasses`` leaves them."""
+    t = torch.zeros(1, 2, 8, 8, 8)
+    t[0, 0, 1:7, 1:7, 1:7] = 1 if host_labelled else UNLABELLED
+    t[0, 1, 3:5, 3:5, 3:5] = 1
+    if host_labelled:
+        t[0, 0, 3:5, 3:5, 3:5] = 1  # the host channel includes its lesion
+    t = MetaTensor(t)
+    t.meta["class_indices"] = torch.tensor([0, 1])
+    return t
+
+
+def test_host_balanced_term_prices_copying_the_host_like_staying_silent():
+    """The lesion channel pays the same extra for firing on its whole host as for firing nowhere."""
+    t = _host_and_lesion()
+    host, lesion = t[0, 0] > 0, t[0, 1] > 0
+    plain = MaskedBCEDiceLoss(lambda_dice=0.0)
+    balanced = MaskedBCEDiceLoss(lambda_dice=0.0, host_balanced_weight=1.0, lesion_hosts={2: [1]})
+
+    def extra(lesion_logits):
+        logits = torch.stack([torch.where(host, 6.0, -6.0), lesion_logits])[None]
+        return float(balanced(logits, t) - plain(logits, t))
+
+    copy, silent = extra(torch.where(host, 6.0, -6.0)), extra(torch.full((8, 8, 8), -6.0))
+    correct = extra(torch.where(lesion, 6.0, -6.0))
+    assert copy == pytest.approx(silent, rel=1e-5)
+    assert correct < copy / 100
+    # (mean BCE on the lesion + mean BCE on the rest of the host) / 2, averaged over the 2 (sample, class) pairs
+    on_lesion, on_rest = torch.nn.functional.softplus(torch.tensor([6.0, -6.0]))
+    assert silent == pytest.approx(float(on_lesion + on_rest) / 4, rel=1e-5)
+
+
+def test_host_balanced_term_needs_a_labelled_host_and_leaves_organs_alone():
+    logits = torch.randn(1, 2, 8, 8, 8, requires_grad=True)
+    kwargs = {"lambda_dice": 0.0, "lesion_hosts": {2: [1]}}
+    for t in (_host_and_lesion(host_labelled=False), _host_and_lesion()):
+        grads = []
+        for weight in (0.0, 1.0):
+            logits.grad = None
+            MaskedBCEDiceLoss(host_balanced_weight=weight, **kwargs)(logits, t).backward()
+            grads.append(logits.grad.clone())
+        assert torch.equal(grads[0][0, 0], grads[1][0, 0])  # the host's own channel: unchanged
+        changed = grads[0][0, 1] != grads[1][0, 1]
+        if t[0, 0].amin() < 0:  # host not labelled in this sample: no term
+            assert not changed.any()
+        else:  # the term acts inside the host only
+            assert changed.any() and not (changed & (t[0, 0] == 0)).any()
+    with pytest.raises(ValueError, match="needs lesion_hosts"):
+        MaskedBCEDiceLoss(host_balanced_weight=1.0)
+
+
+def test_host_top_k_prices_only_the_highest_voxels_of_the_rest_of_the_host():
+    t = _host_and_lesion()
+    host, lesion = t[0, 0] > 0, t[0, 1] > 0
+    rest = host & ~lesion
+    lesion_logits = torch.randn(8, 8, 8)
+    kwargs = {"lambda_bce": 1.0, "lambda_dice": 0.0, "host_balanced_weight": 1.0, "lesion_hosts": {2: [1]}}
+    grads = {}
+    for top_k in (0, 5):
+        logits = torch.stack([torch.zeros(8, 8, 8), lesion_logits])[None].requires_grad_(True)
+        base = torch.stack([torch.zeros(8, 8, 8), lesion_logits])[None].requires_grad_(True)
+        MaskedBCEDiceLoss(host_top_k=top_k, **kwargs)(logits, t).backward()
+        MaskedBCEDiceLoss(lambda_dice=0.0)(base, t).backward()
+        grads[top_k] = (logits.grad - base.grad)[0, 1]  # the term's own gradient
+    hardest = lesion_logits[rest].topk(5).values
+    pushed = grads[5] != 0
+    assert int((pushed & rest).sum()) == 5 and bool((lesion_logits[pushed & rest] >= hardest.min()).all())
+    assert torch.equal(pushed & ~rest, lesion)  # the lesion's own voxels are priced as before
+    assert torch.allclose(grads[5][lesion], grads[0][lesion])
+    assert int((grads[0] != 0).sum()) == int(host.sum())
+    with pytest.raises(ValueError, match="host_top_k"):
+        MaskedBCEDiceLoss(host_top_k=-1)
+
+
+def test_host_margin_adds_the_rim_around_the_host_to_the_rest():
+    t = _host_and_lesion()  # host 1:7 on each axis of an 8^3 crop
+    kwargs = {"lambda_dice": 0.0, "host_balanced_weight": 1.0, "lesion_hosts": {2: [1]}}
+    pushed = {}
+    for margin in (0, 1):
+        logits = torch.zeros(1, 2, 8, 8, 8, requires_grad=True)
+        base = torch.zeros(1, 2, 8, 8, 8, requires_grad=True)
+        MaskedBCEDiceLoss(host_margin=margin, **kwargs)(logits, t).backward()
+        MaskedBCEDiceLoss(lambda_dice=0.0)(base, t).backward()
+        pushed[margin] = (logits.grad - base.grad)[0, 1] != 0
+    assert int(pushed[0].sum()) == 6 ** 3 and int(pushed[1].sum()) == 8 ** 3
+    with pytest.raises(ValueError, match="host_margin"):
+        MaskedBCEDiceLoss(host_margin=-1)
+
+
 @pytest.mark.parametrize("as_tensor", [False, True])
 def test_label_channels_organs_include_lesions_and_hidden_classes(as_tensor):
     lab = np.zeros((1, 10, 6, 6), np.uint8)
