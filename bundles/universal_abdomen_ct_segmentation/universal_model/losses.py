@@ -134,8 +134,7 @@ class MaskedBCEDiceLoss(nn.Module):
                 # BCE >= 0, so -1 marks voxels outside the rest; at most host_top_k of the rest's voxels count
                 candidates = torch.where(rest > 0, voxel_bce[:, k], -1.0)
                 top = candidates.topk(min(self.host_top_k, candidates.shape[-1]), dim=-1).values
-                n_rest = torch.minimum(n_rest, torch.tensor(float(self.host_top_k), device=n_rest.device))
-                on_rest = top.clamp(min=0).sum(-1) / n_rest.clamp(min=1.0)
+                on_rest = top.clamp(min=0).sum(-1) / n_rest.clamp(min=1.0, max=self.host_top_k)
             else:
                 on_rest = (voxel_bce[:, k] * rest).sum(-1) / n_rest.clamp(min=1.0)
             term[:, k] = torch.where(host.sum(-1) > 0, (on_lesion + on_rest) / 2, 0.0)
@@ -153,9 +152,11 @@ class MaskedBCEDiceLoss(nn.Module):
             n_pos = t.sum(-1, keepdim=True)
             ratio = (t.shape[-1] - n_pos) / n_pos.clamp(min=1.0)
             pos_weight = torch.minimum(ratio.clamp(min=1.0), caps.to(ratio))
-        bce = F.binary_cross_entropy_with_logits(x, t, pos_weight=pos_weight, reduction="none").mean(-1)
+        voxel_bce = F.binary_cross_entropy_with_logits(x, t, pos_weight=pos_weight, reduction="none")
+        bce = voxel_bce.mean(-1)
         if self.host_balanced_weight > 0:
-            voxel_bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+            if pos_weight is not None:  # the host term uses the plain BCE
+                voxel_bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
             raw = target.to(logits.dtype)
             bce = bce + self.host_balanced_weight * self.host_balanced(voxel_bce, raw, self._class_indices(target))
         p = torch.sigmoid(x)
