@@ -70,12 +70,19 @@ def run_one(name: str, a: argparse.Namespace) -> None:
     print(f"{name:42s} {min(times):7.3f} s   peak RSS +{peak:6.0f} MiB   max|diff| {diff}", flush=True)
 
 
+def _ints(text: str) -> list[int]:
+    """``"32,32,64"`` -> ``[32, 32, 64]``."""
+    return [int(v) for v in text.split(",")]
+
+
 def head_share(a: argparse.Namespace) -> None:
     """Share of the dynamic head in one UniversalModel forward (all classes, inference mode)."""
     torch.manual_seed(0)
     width = a.feature_size or (8 if a.backbone == "unet" else 48)
-    net = UniversalModel(backbone=a.backbone, img_size=(a.size,) * 3, feature_size=width).eval()
-    x = torch.rand(1, 1, a.size, a.size, a.size)
+    shape = a.shape or (a.size,) * 3
+    kwargs = {"channels": a.unet_channels} if a.unet_channels else {}
+    net = UniversalModel(backbone=a.backbone, img_size=shape, feature_size=width, backbone_kwargs=kwargs).eval()
+    x = torch.rand(1, 1, *shape)
     with torch.inference_mode():
         net(x)  # warm-up
         full, head = [], []
@@ -89,7 +96,8 @@ def head_share(a: argparse.Namespace) -> None:
             full.append(end - t)
             head.append(end - t_head)
     f, h = min(full), min(head)
-    print(f"UniversalModel forward ({a.backbone} f{width}, {a.size}^3, {net.num_classes} classes): "
+    name = f"channels {a.unet_channels}" if a.unet_channels else f"f{width}"
+    print(f"UniversalModel forward ({a.backbone} {name}, {'x'.join(map(str, shape))}, {net.num_classes} classes): "
           f"{f:.3f} s, dynamic head {h:.3f} s = {100 * h / f:.1f} % of the forward", flush=True)
 
 
@@ -103,6 +111,8 @@ def main() -> int:
     p.add_argument("--skip_share", action="store_true", help="do not measure the head's share of a whole forward")
     p.add_argument("--backbone", default="unet", choices=["unet", "swinunetr"], help="backbone of that forward")
     p.add_argument("--feature_size", type=int, default=None, help="its width (default: 8 for unet as shipped, 48 swin)")
+    p.add_argument("--unet_channels", type=_ints, default=None, help="U-Net channels per level: 64,64,64,64,128")
+    p.add_argument("--shape", type=_ints, default=None, help="X,Y,Z input of the share measurement (default: size³)")
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.variant:

@@ -329,3 +329,16 @@ def test_partial_datalist_gives_lesion_datasets_the_cases_with_their_lesions(tmp
     assert partial_main(["--phantoms", str(root), "--num_val", "1"]) == 2
     assert "case_002/meta.json: unreadable lesion list" in capsys.readouterr().err
     assert (root / "datalist_partial.json").read_text() == before  # a failed run leaves the datalist as it was
+
+
+def test_half_precision_logits_give_the_float32_loss():
+    """Under mixed precision the network's logits arrive in float16; the whole-crop Dice sums over a 128×128×112 grid
+    (~1.8 M voxels) pass float16's largest value (65504), so the loss must compute in float32."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 2, 96, 96, 16, generator=g) + 3.0  # ~147k voxels a channel, sigmoid ~0.95 each
+    target = (torch.rand(1, 2, 96, 96, 16, generator=g) > 0.2).to(torch.int8)
+    loss = MaskedBCEDiceLoss()
+    reference = loss(logits.half().float(), target)
+    half = loss(logits.half(), target)
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    torch.testing.assert_close(half, reference)

@@ -106,3 +106,17 @@ def test_generated_heads_start_well_conditioned(encoding):
     assert torch.allclose(b3, torch.full_like(b3, -4.0))
     per_class = w1.flatten(2)[0]  # different classes get clearly different heads
     assert float(torch.cdist(per_class, per_class).fill_diagonal_(1e9).min()) > 0.1
+
+
+def test_light_unet_per_level_channels():
+    """``channels`` sets each level's width (and the depth); the head reads the full-resolution level."""
+    net = UniversalModel("unet", img_size=(16, 16, 16), num_classes=3, prompt_embeddings=torch.randn(3, 12),
+                         backbone_kwargs={"channels": [12, 12, 8]}).eval()
+    assert net.backbone.depth == 2 and net.backbone.feature_channels == 12 and net.backbone.bottleneck_channels == 8
+    with torch.no_grad():
+        bottleneck, feature = net.backbone(torch.rand(1, 1, 16, 16, 16))
+    assert bottleneck.shape == (1, 8, 4, 4, 4) and feature.shape == (1, 12, 16, 16, 16)
+    with pytest.raises(ValueError, match="3 positive integers"):
+        UniversalModel("unet", img_size=(16, 16, 16), backbone_kwargs={"channels": [12, 8], "depth": 2})
+    with pytest.raises(ValueError, match="positive integers"):
+        UniversalModel("unet", img_size=(16, 16, 16), backbone_kwargs={"channels": [12, 0, 8]})

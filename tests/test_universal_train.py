@@ -90,6 +90,31 @@ def test_fine_tuning_starts_at_the_full_learning_rate(initial_weights, max_epoch
     assert parser.get_parsed_content("warmup_epochs") == warmup
 
 
+def test_whole_grid_recipe_trains_and_segments(tmp_path):
+    """configs/train_whole_grid.json (the GPU recipe of a wide network on whole-grid windows) composes with train.json:
+    the crop is the whole padded grid, the per-level channels reach the network, and inference.json segments with the
+    result on the same windows. Tiny here: 40³ phantoms padded to 48³, channels 6-4-4."""
+    data = _data(tmp_path, cases=3, num_val=1)
+    models, out = tmp_path / "models", tmp_path / "out"
+    grid = ["--roi_size", "[48,48,48]", "--unet_channels", "[6,4,4]"]
+    r = _run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
+              "['configs/train.json','configs/train_whole_grid.json']", "--dataset_dir", str(data),
+              "--ckpt_dir", str(models), "--max_epochs", "1", "--val_interval", "1", "--num_workers", "0", *grid],
+              tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "train_loss" in r.stdout + r.stderr and "val_mean_dice" in r.stdout + r.stderr
+    wide = UniversalModel(img_size=(48, 48, 48), backbone_kwargs={"channels": [6, 4, 4]})
+    wide.load_state_dict(torch.load(models / "model_final.pt", weights_only=True), strict=True)
+    case = data / "case_000"
+    r = _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+              "--dataset_dir", str(case / "ct.nii.gz"), "--output_dir", str(out), "--ckpt_path",
+              str(models / "model_final.pt"), "--sw_overlap", "0.0", *grid], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "case_000" / "combined_labels.nii.gz").is_file()
+    settings = json.loads((out / "case_000" / "report.json").read_text())["settings"]
+    assert settings["roi_size"] == [48, 48, 48] and settings["sw_overlap"] == 0.0
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
     data = _data(tmp_path, cases=4, num_val=2)
@@ -118,3 +143,11 @@ def test_metadata_matches_label_space():
     assert fmt["outputs"]["pred"]["num_channels"] == 32 and fmt["outputs"]["pred"]["channel_def"] == channel_def()
     shipped = torch.load(BUNDLE / "models" / "prompt_embeddings.pt", weights_only=True)
     assert meta["text_encoder"]["encoder"] == shipped["encoder"]
+
+
+def test_shipped_weights_load_without_a_gpu():
+    """models/model.pt holds CPU tensors: a plain ``torch.load(..., weights_only=True)`` works on any machine (weights
+    saved by a GPU run keep their CUDA device unless re-saved) and fits the network of inference.json's defaults."""
+    state = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
+    assert {t.device.type for t in state.values()} == {"cpu"}
+    UniversalModel(img_size=(64, 64, 64), feature_size=8).load_state_dict(state, strict=True)

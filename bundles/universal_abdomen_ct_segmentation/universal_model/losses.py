@@ -165,6 +165,7 @@ class MaskedBCEDiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar loss; zero (with a graph) when no class of the batch is labelled."""
+        logits = logits.float()  # under AMP: sums over a whole-grid crop (~1.8M voxels) overflow float16
         mask = labelled_mask(target)
         bce, dice = self.per_class(logits, target)
         if not mask.any():

@@ -68,7 +68,8 @@ class UniversalModel(nn.Module):
         text_dim: embedding width; ``None`` takes it from the embeddings (must match when given).
         feature_size: backbone width (``unet`` default 16, ``swinunetr`` default 48).
         voxel_chunk: voxels per chunk in the dynamic head (memory bound, see ``dynamic_head``).
-        backbone_kwargs: extra keyword arguments of the backbone (``depth`` for unet, ``use_checkpoint`` for swin).
+        backbone_kwargs: extra keyword arguments of the backbone (``depth`` or per-level ``channels`` for unet,
+            ``use_checkpoint`` for swin).
         prior_logit: initial value of every generated final bias (``-4``: sigmoid 0.018, a small structure's share).
     """
 
