@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--feature_size", type=int, default=8, help="width of the trained network (default 8)")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--factor", type=int, help="every level widened by this factor (width feature_size * factor)")
-    how.add_argument("--channels", help="channels per level of the wide network, e.g. 48,48,64,64,128")
+    how.add_argument("--channels", help="channels per level of the wide network, e.g. 64,64,64,64,128")
     p.add_argument("--noise", type=float, default=0.001, help="relative noise that lets copied channels drift apart")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
