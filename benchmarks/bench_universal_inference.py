@@ -1,14 +1,16 @@
 """Seconds and peak memory of universal_abdomen_ct_segmentation inference on one synthetic phantom (CPU).
 
-Generates a phantom with ``datasets/phantoms.py``, uses the shipped ``models/model.pt`` (or, with ``--random_weights`` or
-when none is shipped, random weights of the default network), runs the real CLI
-(``python -m monai.bundle run --config_file configs/inference.json ...``) as a child process and prints its wall time
-and peak resident memory (``os.wait4`` resource usage of that child, ``ru_maxrss``).
+Generates a phantom with ``datasets/phantoms.py``, uses shipped weights (``--weights``, default ``models/model.pt``;
+with ``--random_weights`` or when the file is missing, random weights of the default network), runs the real CLI
+(``python -m monai.bundle run --config_file configs/inference.json ...``, or ``--config_file``'s list) as a child
+process and prints its wall time and peak resident memory (``os.wait4`` resource usage of that child, ``ru_maxrss``).
 
 Usage:
     python benchmarks/bench_universal_inference.py --shape 256,256,160 --spacing 1.5,1.5,2.0
     python benchmarks/bench_universal_inference.py --shape 512,512,300 --spacing 0.8,0.8,1.5 [--prompts "['liver']"]
     [--work DIR] [--extra "--stitch_dtype \\$torch.float16"]
+    python benchmarks/bench_universal_inference.py --weights models/model_whole_grid.pt \\
+        --config_file "['configs/inference.json','configs/inference_whole_grid.json']"   # the whole-grid variant
 """
 
 from __future__ import annotations
@@ -47,17 +49,19 @@ def main() -> int:
     ap.add_argument("--work", default=None, help="working folder (default: a new temporary folder)")
     ap.add_argument("--extra", default="", help="extra CLI overrides for the bundle run")
     ap.add_argument("--random_weights", action="store_true", help="time random weights, not the shipped model")
+    ap.add_argument("--config_file", default="configs/inference.json", help="bundle config(s), as the CLI takes them")
+    ap.add_argument("--weights", default="models/model.pt", help="shipped weights to time, relative to the bundle")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="universal_bench_"))
     data, out = work / "data", work / "out"
-    shipped = BUNDLE / "models" / "model.pt"
+    shipped = BUNDLE / args.weights
     model = work / "random_default.pt" if args.random_weights or not shipped.exists() else shipped
     if not data.exists():
         subprocess.run([sys.executable, str(REPO / "datasets" / "phantoms.py"), "--out", str(data), "--cases", "1",
                         "--seed", "1", "--shape", args.shape, "--spacing", args.spacing, "--quiet"], check=True)
     if not model.exists():
         random_default_weights(model)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", args.config_file,
            "--dataset_dir", str(data), "--output_dir", str(out), "--ckpt_path", str(model), *shlex.split(args.extra)]
     if args.prompts:
         cmd += ["--prompts", args.prompts]
@@ -70,8 +74,8 @@ def main() -> int:
     if os.waitstatus_to_exitcode(status):
         print(log.read_text()[-3000:], file=sys.stderr)
         return 1
-    print(f"shape {args.shape} spacing {args.spacing} prompts {args.prompts or 'all'} weights {model.name} {args.extra}: "
-          f"{seconds:.1f} s wall, peak RSS {usage.ru_maxrss / 2**20:.2f} GiB; outputs in {out}")
+    print(f"shape {args.shape} spacing {args.spacing} prompts {args.prompts or 'all'} weights {model.name} "
+          f"{args.extra}: {seconds:.1f} s wall, peak RSS {usage.ru_maxrss / 2**20:.2f} GiB; outputs in {out}")
     return 0
 
 

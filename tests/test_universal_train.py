@@ -145,9 +145,20 @@ def test_metadata_matches_label_space():
     assert meta["text_encoder"]["encoder"] == shipped["encoder"]
 
 
-def test_shipped_weights_load_without_a_gpu():
-    """models/model.pt holds CPU tensors: a plain ``torch.load(..., weights_only=True)`` works on any machine (weights
-    saved by a GPU run keep their CUDA device unless re-saved) and fits the network of inference.json's defaults."""
-    state = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
+@pytest.mark.parametrize("weights, configs", [
+    ("model.pt", ["inference.json"]),
+    ("model_whole_grid.pt", ["inference.json", "inference_whole_grid.json"]),
+])
+def test_shipped_weights_load_without_a_gpu(weights, configs):
+    """Each shipped weights file holds CPU tensors: a plain ``torch.load(..., weights_only=True)`` works on any machine
+    (weights saved by a GPU run keep their CUDA device unless re-saved) and fits the network of its configs: the
+    default, and the whole-grid variant (channels 64-64-64-64-128)."""
+    from monai.bundle import ConfigParser
+
+    state = torch.load(BUNDLE / "models" / weights, weights_only=True)
     assert {t.device.type for t in state.values()} == {"cpu"}
-    UniversalModel(img_size=(64, 64, 64), feature_size=8).load_state_dict(state, strict=True)
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / c) for c in configs])
+    parser.update({"bundle_root": str(BUNDLE)})
+    assert Path(parser.get_parsed_content("ckpt_path")).name == weights
+    parser.get_parsed_content("network_def").load_state_dict(state, strict=True)
