@@ -1,7 +1,8 @@
 """Turn user prompts into the network's 0-based output channels.
 
 Accepted: ``None`` / ``"all"`` (every class); a list such as ``['liver', 'liver tumor']``; a string holding a list
-(``"['liver','liver tumor']"``); free text such as ``"Segment pancreatic tumors, if any"``. Matching uses each class's
+(``"['liver','liver tumor']"``); free text such as ``"Segment pancreatic tumors, if any"``; the groups ``organs`` (the
+25 organ, vessel and bone classes) and ``lesions`` (the 7 lesion classes). Matching uses each class's
 ``name``, ``file_name`` and ``prompt`` (the text after "... of a"), case-insensitive, plural-tolerant ("tumors"), with
 adjectives mapped to organs ("pancreatic" -> pancreas, "renal" -> kidney); a bare paired organ ("kidneys", "lungs")
 means both sides. Unknown names raise ``ValueError`` listing the valid names.
@@ -67,6 +68,9 @@ def _aliases(label_space) -> dict[str, list[int]]:
                 table.setdefault(key, [])
                 if idx not in table[key]:
                     table[key].append(idx)
+    # groups by kind: "organs" -> every organ, vessel and bone class; "lesions" -> every lesion class
+    for group, lesion in (("organ", False), ("lesion", True)):
+        table.setdefault(group, [int(c["index"]) for c in classes(label_space) if (c["kind"] == "lesion") == lesion])
     # a bare paired organ means both sides: "kidney" -> right + left
     for key, idx in list(table.items()):
         for side in ("right", "left"):
