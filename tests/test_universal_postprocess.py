@@ -271,7 +271,8 @@ def test_rerun_with_fewer_classes_leaves_no_stale_mask(tmp_path):
     ("all", None),
     ("organs", list(range(25))),
     (["lesions"], [1, 2, 5, 10, 15, 16, 17] + list(range(25, 32))),  # with the host organs: kidneys, liver, ...
-    ("Segment the organs and the liver tumors", list(range(25)) + [26]),
+    (["organs", "liver tumor"], list(range(25)) + [26]),
+    ("Segment liver lesions", [5]),  # a group word inside a sentence does not expand
 ])
 def test_prompts(prompt, expected):
     assert resolve_prompts(prompt) == expected

@@ -1,8 +1,8 @@
 """Turn user prompts into the network's 0-based output channels.
 
 Accepted: ``None`` / ``"all"`` (every class); a list such as ``['liver', 'liver tumor']``; a string holding a list
-(``"['liver','liver tumor']"``); free text such as ``"Segment pancreatic tumors, if any"``; the groups ``organs`` (the
-25 organ, vessel and bone classes) and ``lesions`` (the 7 lesion classes). Matching uses each class's
+(``"['liver','liver tumor']"``); free text such as ``"Segment pancreatic tumors, if any"``; an item that is just
+``organs`` (the 25 organ, vessel and bone classes) or ``lesions`` (the 7 lesion classes). Matching uses each class's
 ``name``, ``file_name`` and ``prompt`` (the text after "... of a"), case-insensitive, plural-tolerant ("tumors"), with
 adjectives mapped to organs ("pancreatic" -> pancreas, "renal" -> kidney); a bare paired organ ("kidneys", "lungs")
 means both sides. Unknown names raise ``ValueError`` listing the valid names.
@@ -68,9 +68,6 @@ def _aliases(label_space) -> dict[str, list[int]]:
                 table.setdefault(key, [])
                 if idx not in table[key]:
                     table[key].append(idx)
-    # groups by kind: "organs" -> every organ, vessel and bone class; "lesions" -> every lesion class
-    for group, lesion in (("organ", False), ("lesion", True)):
-        table.setdefault(group, [int(c["index"]) for c in classes(label_space) if (c["kind"] == "lesion") == lesion])
     # a bare paired organ means both sides: "kidney" -> right + left
     for key, idx in list(table.items()):
         for side in ("right", "left"):
@@ -146,6 +143,10 @@ def resolve_prompts(
     table = _aliases(label_space)
     wanted: list[int] = []
     for item in items:
+        group = _norm(item)  # whole items only: "liver lesions" stays a liver prompt, not every lesion class
+        if group in ("organ", "lesion"):
+            wanted += [int(c["index"]) for c in classes(label_space) if (c["kind"] == "lesion") == (group == "lesion")]
+            continue
         hits = _match_text(item, table)
         if not hits:
             raise ValueError(f"--prompts: unknown class {item!r}; valid names: {', '.join(valid_names(label_space))}")
