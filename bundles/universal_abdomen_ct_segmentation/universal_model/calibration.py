@@ -48,6 +48,7 @@ __all__ = [
     "organ_curve",
     "choose_organ_threshold",
     "case_level_auc",
+    "plot_detection_curves",
     "exclusive_rivals",
     "exclusive_winner",
     "labels_on_grid",
@@ -100,6 +101,32 @@ def case_level_auc(gt: Sequence[bool], scores: Sequence[float]) -> float | None:
         return None
     above = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(above / (len(pos) * len(neg)))
+
+
+def plot_detection_curves(per_class: dict[str, dict], path: Path) -> None:
+    """Sensitivity and specificity against the threshold, one panel per lesion class: ``per_class[name]`` holds
+    ``curve`` (``detection_curve`` rows), ``chosen`` (a row or ``None``), ``case_auc``, ``positives``, ``negatives``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(per_class)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), sharey=True, squeeze=False)
+    for ax, (name, rec) in zip(axes[0], per_class.items()):
+        t = [r["threshold"] for r in rec["curve"]]
+        for key, style in (("sensitivity", "-o"), ("specificity", "-s")):
+            ax.plot(t, [np.nan if r[key] is None else r[key] for r in rec["curve"]], style, ms=3, label=key)
+        if rec["chosen"]:
+            ax.axvline(rec["chosen"]["threshold"], color="grey", lw=0.8, ls="--")
+        auc = "n/a" if rec["case_auc"] is None else f"{rec['case_auc']:.2f}"
+        ax.set_title(f"{name}\n+{rec['positives']} / -{rec['negatives']}, case AUC {auc}", fontsize=8)
+        ax.set_xlabel("threshold", fontsize=8)
+        ax.set_ylim(-0.05, 1.05)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
 
 
 def organ_curve(grid: Sequence[float], dices: Sequence[Sequence[float]]) -> list[dict]:
@@ -322,7 +349,7 @@ class ThresholdCalibrator:
                   "classes": per_class, "organs": per_organ}
         save_json(self.output_dir / "thresholds.json", result)
         if per_class:
-            self._plot(per_class, self.output_dir / "lesion_thresholds.png")
+            plot_detection_curves(per_class, self.output_dir / "lesion_thresholds.png")
         if per_organ:
             self._plot_organs(per_organ, self.output_dir / "organ_thresholds.png")
         for name, rec in per_class.items():
@@ -337,31 +364,6 @@ class ThresholdCalibrator:
                                     "no case has it: threshold kept")
                   + (f" (at the current {rec['current']:g}: {at:.3f})" if at is not None else ""))
         return result
-
-    @staticmethod
-    def _plot(per_class: dict[str, dict], path: Path) -> None:
-        """Sensitivity and specificity against the threshold, one panel per lesion class."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        n = len(per_class)
-        fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), sharey=True, squeeze=False)
-        for ax, (name, rec) in zip(axes[0], per_class.items()):
-            t = [r["threshold"] for r in rec["curve"]]
-            for key, style in (("sensitivity", "-o"), ("specificity", "-s")):
-                ax.plot(t, [np.nan if r[key] is None else r[key] for r in rec["curve"]], style, ms=3, label=key)
-            if rec["chosen"]:
-                ax.axvline(rec["chosen"]["threshold"], color="grey", lw=0.8, ls="--")
-            auc = "n/a" if rec["case_auc"] is None else f"{rec['case_auc']:.2f}"
-            ax.set_title(f"{name}\n+{rec['positives']} / -{rec['negatives']}, case AUC {auc}", fontsize=8)
-            ax.set_xlabel("threshold", fontsize=8)
-            ax.set_ylim(-0.05, 1.05)
-        axes[0][0].legend(fontsize=7, loc="lower left")
-        fig.tight_layout()
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-        plt.close(fig)
 
     @staticmethod
     def _plot_organs(per_organ: dict[str, dict], path: Path) -> None:

@@ -1,0 +1,299 @@
+"""Training and calibration of the lesion stage (``lesion_stage``) on case folders in the AbdomenAtlas layout.
+
+Data: every case folder (``ct.nii.gz`` + ``segmentations/<file_name>.nii.gz``) gives one box per host organ of the
+stage's classes, loaded as inference sees it (RAS, ``pixdim``), inputs by ``lesion_stage.stage_inputs``. A lesion
+class counts as labelled in a box when its host is that organ; a missing lesion file means "no lesion", so the
+folders must label the stage's lesions wherever they exist (the phantom sets do; for public data, give only the
+cases of datasets that label them, e.g. LiTS for the liver tumour, KiTS for the kidney classes).
+
+Batches: crops of ``roi_size``; half of the hosts are livers and half kidneys (any host type in turn, in general),
+and ``positive_fraction`` of the crops are centred (with jitter) on a lesion voxel of a box that has one.
+
+Loss (``stage_loss``), per channel only where the box's host hosts that class, over the host dilated by one voxel:
+weighted BCE (``pos_weight``) + soft Dice over the batch + ``case_weight`` x BCE of the crop's peak logit against
+"this crop holds a lesion". The last term is the case-level decision itself: the generated heads failed because a
+lesion-free organ needs only a few voxels above the lesions to raise a false alarm, which a voxel mean barely sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+from tqdm import tqdm
+
+from .calibration import case_level_auc, choose_threshold, detection_curve, plot_detection_curves
+from .label_space import classes as ls_classes
+from .lesion_stage import LesionStage, host_box, stage_inputs
+from .postprocess import remove_small_components, restrict_lesions, voxel_spacing_mm, voxel_volume_mm3
+from .writer import atomic_write
+
+__all__ = ["case_folders", "HostBoxes", "stage_loss", "train_lesion_stage", "calibrate_lesion_stage"]
+
+logger = logging.getLogger(__name__)
+
+
+def case_folders(dataset_dirs: str | Sequence[str]) -> list[Path]:
+    """Case folders (holding ``ct.nii.gz`` and ``segmentations/``) under one or several dataset folders."""
+    roots = [dataset_dirs] if isinstance(dataset_dirs, (str, Path)) else list(dataset_dirs)
+    found = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: dataset folder not found")
+        cases = sorted(p for p in root.iterdir() if (p / "ct.nii.gz").is_file() and (p / "segmentations").is_dir())
+        if not cases:
+            raise ValueError(f"{root}: no case folder with ct.nii.gz and segmentations/")
+        found += cases
+    return found
+
+
+def _loader(files: Sequence[str], pixdim: Sequence[float]) -> Compose:
+    modes = ["bilinear"] + ["nearest"] * (len(files) - 1)
+    return Compose([LoadImaged(files, image_only=True), EnsureChannelFirstd(files),
+                    Orientationd(files, axcodes="RAS"), Spacingd(files, pixdim=pixdim, mode=modes)])
+
+
+class HostBoxes:
+    """The host boxes of a list of case folders, ready for cropping: ``items[i] = (inputs, target, valid, host)``.
+
+    Args:
+        cases: case folders.
+        stage_classes: lesion file names, in the stage's channel order.
+        label_space: label-space dict or path.
+        host_dir: folder with ``<case>/segmentations/<host>.nii.gz`` to take the host masks from (a prediction
+            folder, for calibration); default: the case's own ``segmentations/``.
+        pixdim, margin, hu_window: as in inference.
+    """
+
+    def __init__(self, cases: Sequence[Path], stage_classes: Sequence[str], label_space: Any,
+                 host_dir: str | None = None, pixdim: Sequence[float] = (3.0, 3.0, 3.0), margin: int = 4,
+                 hu_window: Sequence[float] = (-175.0, 250.0), progress: bool = True):
+        recs = {c["file_name"]: c for c in ls_classes(label_space)}
+        files = {int(c["index"]): c["file_name"] for c in recs.values()}
+        self.stage_classes = list(stage_classes)
+        hosts_of = {n: [files[int(h)] for h in recs[n]["host_organs"]] for n in stage_classes}
+        self.host_names = sorted({h for hs in hosts_of.values() for h in hs})
+        self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.info: list[dict[str, Any]] = []
+        for case in tqdm(cases, desc="loading host boxes", disable=not progress):
+            paths = {"image": str(case / "ct.nii.gz")}
+            for h in self.host_names:
+                base = Path(host_dir) / case.name if host_dir else case
+                paths[h] = str(base / "segmentations" / f"{h}.nii.gz")
+            paths.update({n: str(case / "segmentations" / f"{n}.nii.gz") for n in stage_classes})
+            present = {k: v for k, v in paths.items() if Path(v).is_file()}
+            if "image" not in present:
+                raise FileNotFoundError(f"{paths['image']}: CT missing")
+            # neutral keys: Spacingd copies a key's meta into every key that starts with "<key>_" (liver_tumor)
+            keys = {name: f"k{i}" for i, name in enumerate(present)}
+            loaded = _loader(list(keys.values()), pixdim)({keys[n]: p for n, p in present.items()})
+            d = {n: loaded[k] for n, k in keys.items()}
+            hu = d["image"][0].numpy()
+            affine = d["image"].affine.numpy()
+            for h in self.host_names:
+                if h not in d:
+                    continue
+                host = d[h][0].numpy() > 0
+                box = host_box(host, margin)
+                if box is None:
+                    continue
+                target = np.zeros((len(stage_classes),) + hu[box].shape, np.uint8)
+                valid = np.zeros(len(stage_classes), np.float32)
+                for k, n in enumerate(stage_classes):
+                    if h in hosts_of[n]:
+                        valid[k] = 1.0
+                        if n in d:
+                            target[k] = (d[n][0].numpy()[box] > 0) & host[box]
+                self.items.append((stage_inputs(hu[box], host[box], hu_window).astype(np.float16), target, valid,
+                                   host[box]))
+                self.info.append({"case": case.name, "host": h, "box": box, "affine": affine})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _crop(arr: np.ndarray, centre: np.ndarray, roi: Sequence[int]) -> np.ndarray:
+    """``arr[..., roi around centre]``, shifted to stay inside and zero-padded where the box is smaller."""
+    shape = np.array(arr.shape[-3:])
+    lo = np.clip(centre - np.array(roi) // 2, 0, np.maximum(shape - roi, 0))
+    out = arr[(...,) + tuple(slice(a, a + r) for a, r in zip(lo, roi))]
+    pad = [(0, 0)] * (out.ndim - 3) + [(0, r - s) for r, s in zip(roi, out.shape[-3:])]
+    return np.pad(out, pad)
+
+
+class CropSampler:
+    """Random training crops from ``HostBoxes`` (see the module docstring)."""
+
+    def __init__(self, boxes: HostBoxes, roi_size: Sequence[int], positive_fraction: float = 0.5,
+                 jitter: int = 8, seed: int = 0):
+        self.boxes, self.roi = boxes, np.array(roi_size, int)
+        self.positive_fraction, self.jitter = float(positive_fraction), int(jitter)
+        self.rng = np.random.default_rng(seed)
+        self.by_host: dict[str, tuple[list[int], list[int]]] = {}
+        for i, info in enumerate(boxes.info):
+            kind = info["host"].split("_")[0]  # kidney_left / kidney_right share one kind
+            every, positive = self.by_host.setdefault(kind, ([], []))
+            every.append(i)
+            if boxes.items[i][1].any():
+                positive.append(i)
+        if not self.by_host:
+            raise ValueError("lesion stage: no host box to train on")
+
+    def crop(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        kinds = sorted(self.by_host)
+        every, positive = self.by_host[kinds[self.rng.integers(len(kinds))]]
+        use_positive = bool(positive) and self.rng.random() < self.positive_fraction
+        i = (positive if use_positive else every)[self.rng.integers(len(positive if use_positive else every))]
+        x, target, valid, host = self.boxes.items[i]
+        points = np.argwhere(target.max(0) > 0) if use_positive else np.argwhere(host)
+        centre = points[self.rng.integers(len(points))] + self.rng.integers(-self.jitter, self.jitter + 1, 3)
+        return _crop(x, centre, self.roi).astype(np.float32), _crop(target, centre, self.roi), valid
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        crops = [self.crop() for _ in range(size)]
+        return tuple(torch.from_numpy(np.stack([c[k] for c in crops])) for k in range(3))
+
+
+def stage_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, host: torch.Tensor,
+               pos_weight: float = 20.0, dice_weight: float = 1.0, case_weight: float = 0.5
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The stage loss (module docstring). ``logits``/``target`` ``[B, C, ...]``, ``valid`` ``[B, C]`` (1 where the
+    crop's host hosts the class), ``host`` ``[B, 1, ...]``. Channels with ``valid == 0`` get no gradient."""
+    target = target.float()
+    region = F.max_pool3d(host.float(), 3, 1, 1)  # the host dilated by one voxel
+    weight = region * valid[:, :, None, None, None]
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none",
+                                             pos_weight=torch.tensor(float(pos_weight), device=logits.device))
+    voxel = (bce * weight).sum() / weight.sum().clamp(min=1.0)
+    prob = torch.sigmoid(logits) * weight
+    dims = (0, 2, 3, 4)
+    positives = (target * weight).sum(dims)
+    dice = 1.0 - (2.0 * (prob * target).sum(dims) + 1e-3) / (prob.sum(dims) + positives + 1e-3)
+    labelled = positives > 0
+    dice = dice[labelled].mean() if labelled.any() else logits.sum() * 0.0
+    peak = logits.masked_fill(region.expand_as(logits) == 0, -1e4).flatten(2).amax(2)
+    has_lesion = (target * weight).flatten(2).amax(2)
+    case = (F.binary_cross_entropy_with_logits(peak, has_lesion, reduction="none") * valid).sum()
+    case = case / valid.sum().clamp(min=1.0)
+    total = voxel + dice_weight * dice + case_weight * case
+    return total, {"voxel": float(voxel.detach()), "dice": float(dice.detach()), "case": float(case.detach())}
+
+
+def train_lesion_stage(network: torch.nn.Module, dataset_dirs: str | Sequence[str], stage_classes: Sequence[str],
+                       label_space: Any, ckpt_path: str, iterations: int = 6000, batch_size: int = 8,
+                       learning_rate: float = 1e-3, warmup_iterations: int = 50, weight_decay: float = 1e-4,
+                       roi_size: Sequence[int] = (32, 32, 32), positive_fraction: float = 0.5,
+                       pos_weight: float = 20.0, dice_weight: float = 1.0, case_weight: float = 0.5,
+                       pixdim: Sequence[float] = (3.0, 3.0, 3.0), margin: int = 4,
+                       hu_window: Sequence[float] = (-175.0, 250.0), save_every: int = 250, seed: int = 0,
+                       device: Any = "cpu") -> dict[str, Any]:
+    """Train the stage network and save its state dict to ``ckpt_path`` every ``save_every`` iterations and at the
+    end (atomic writes); returns a summary (iterations, last losses, boxes)."""
+    torch.manual_seed(seed)
+    boxes = HostBoxes(case_folders(dataset_dirs), stage_classes, label_space, pixdim=pixdim, margin=margin,
+                      hu_window=hu_window)
+    sampler = CropSampler(boxes, roi_size, positive_fraction, seed=seed)
+    network = network.to(device).train()
+    opt = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(1, warmup_iterations)))
+    running: dict[str, float] = {}
+    bar = tqdm(range(1, int(iterations) + 1), desc="lesion stage", mininterval=10)
+    for it in bar:
+        x, target, valid = (t.to(device) for t in sampler.batch(batch_size))
+        loss, parts = stage_loss(network(x), target, valid, x[:, 2:3], pos_weight, dice_weight, case_weight)
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"lesion stage: loss is {float(loss)} at iteration {it}")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in parts.items()}
+        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+        if it % save_every == 0 or it == iterations:
+            state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+            atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+            logger.info(f"iteration {it}: {running} -> {ckpt_path}")
+    return {"iterations": int(iterations), "boxes": len(boxes), "loss": running}
+
+
+def case_flags(stage: LesionStage, boxes: HostBoxes, thresholds: Sequence[float], dilation_mm: float = 5.0,
+               min_lesion_volume_mm3: float = 30.0) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per case and stage class: ``flags`` (flagged at each threshold, by the inference rules: host dilated by
+    ``dilation_mm``, no component under ``min_lesion_volume_mm3``) and ``score`` (peak probability in the dilated
+    host), over the boxes of the host masks given."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    lo, hi = stage.hu_window
+    for (x, target, valid, host), info in zip(boxes.items, boxes.info):
+        spacing = voxel_spacing_mm(info["affine"])
+        min_vox = min_lesion_volume_mm3 / voxel_volume_mm3(info["affine"])
+        host = host.astype(np.uint8)
+        box, logits = stage.box_logits(x[1].astype(np.float32) * (hi - lo) + lo, host)
+        region = restrict_lesions(np.ones_like(host), host, spacing, dilation_mm) > 0
+        per_case = out.setdefault(info["case"], {})
+        for k, c in enumerate(stage.classes):
+            if not valid[k]:
+                continue
+            rec = per_case.setdefault(c, {"flags": [False] * len(thresholds), "score": 0.0})
+            prob = np.zeros(host.shape, np.float32)
+            prob[box] = 1.0 / (1.0 + np.exp(-logits[k]))
+            rec["score"] = max(rec["score"], float(prob[region].max()))
+            for j, t in enumerate(thresholds):
+                if not rec["flags"][j]:
+                    mask = restrict_lesions((prob > t).astype(np.uint8), host, spacing, dilation_mm)
+                    rec["flags"][j] = bool(remove_small_components(mask, min_vox).any())
+    return out
+
+
+def calibrate_lesion_stage(stage: LesionStage, dataset_dir: str, prediction_dir: str, output_dir: str,
+                           label_space: Any, grid: Sequence[float], pixdim: Sequence[float] = (3.0, 3.0, 3.0),
+                           dilation_mm: float = 5.0, min_lesion_volume_mm3: float = 30.0) -> dict[str, Any]:
+    """Choose each stage class's threshold on a labelled set, with the host organs the organ model predicted.
+
+    The rule is ``configs/calibrate.json``'s for lesions (``calibration.choose_threshold``: the best
+    min(sensitivity, specificity) of case-level detection). Cases whose host organs were not predicted count as
+    not flagged. Writes ``lesion_stage_thresholds.json`` (``threshold``: the dict for ``lesion_stage#threshold``,
+    without the classes that have no operating point; every curve and case AUC) and ``lesion_stage_thresholds.png``.
+    """
+    grid = sorted(float(t) for t in grid)
+    if not grid or not all(0.0 < t < 1.0 for t in grid):
+        raise ValueError(f"lesion stage calibration grid must hold thresholds in (0, 1), got {grid}")
+    cases = case_folders(dataset_dir)
+    names = [stage.names[c] for c in stage.classes]
+    boxes = HostBoxes(cases, names, label_space, host_dir=prediction_dir, pixdim=pixdim, margin=stage.margin,
+                      hu_window=stage.hu_window)
+    found = case_flags(stage, boxes, grid, dilation_mm, min_lesion_volume_mm3)
+    truth_of = {case.name: {n for n in names if _has_lesion(case, n)} for case in cases}
+    per_class: dict[str, dict[str, Any]] = {}
+    for c, name in zip(stage.classes, names):
+        recs = [found.get(case.name, {}).get(c, {"flags": [False] * len(grid), "score": 0.0}) for case in cases]
+        gt = [name in truth_of[case.name] for case in cases]
+        curve = detection_curve(gt, [r["flags"] for r in recs], grid)
+        per_class[name] = {"curve": curve, "chosen": choose_threshold(curve), "positives": sum(gt),
+                           "negatives": len(gt) - sum(gt), "case_auc": case_level_auc(gt, [r["score"] for r in recs])}
+        chosen = per_class[name]["chosen"]
+        logger.info(f"{name}: " + (f"threshold {chosen['threshold']:g}, sensitivity {chosen['sensitivity']:.2f}, "
+                                   f"specificity {chosen['specificity']:.2f}" if chosen else "no operating point")
+                    + f", case AUC {per_class[name]['case_auc']}")
+    result = {"threshold": {n: r["chosen"]["threshold"] for n, r in per_class.items() if r["chosen"]},
+              "classes": per_class, "cases": len(cases), "dataset_dir": str(dataset_dir),
+              "prediction_dir": str(prediction_dir)}
+    out = Path(output_dir)
+    atomic_write(out / "lesion_stage_thresholds.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    plot_detection_curves(per_class, out / "lesion_stage_thresholds.png")
+    return result
+
+
+def _has_lesion(case: Path, name: str) -> bool:
+    """Whether ``case/segmentations/<name>.nii.gz`` exists and marks any voxel."""
+    path = case / "segmentations" / f"{name}.nii.gz"
+    return path.is_file() and bool(np.asarray(nib.load(path).dataobj).any())

@@ -1,0 +1,220 @@
+"""The lesion stage of the universal bundle: inputs, loss, the refining transform, and its configs through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+
+from universal_helpers import TINY_NET_ARGS, make_tiny_model
+from universal_train_data import BUNDLE, write_case
+from universal_model.label_space import load_label_space
+from universal_model.lesion_stage import LesionStage, RefineLesionsd, stage_inputs
+from universal_model.lesion_stage_training import stage_loss
+
+LABEL_SPACE = load_label_space(BUNDLE / "configs" / "label_space.json")
+CLASSES = ["liver_tumor", "kidney_tumor", "kidney_cyst"]
+LIVER, R_KIDNEY, L_KIDNEY, SPLEEN, LIVER_TUMOR, KIDNEY_TUMOR, KIDNEY_CYST = 6, 2, 3, 1, 27, 26, 32
+# masks of write_case's label map in the AbdomenAtlas layout (hosts include their lesions)
+SEGMENTATIONS = {"liver": (6, 27), "kidney_right": (2,), "kidney_left": (3, 26), "liver_tumor": (27,),
+                 "kidney_tumor": (26,), "spleen": (1,)}
+
+
+def write_atlas_case(folder: Path, seed: int) -> Path:
+    """A tiny case (``universal_train_data.write_case``) with its ``segmentations/`` folder."""
+    write_case(folder, seed)
+    lab = nib.load(folder / "combined_labels.nii.gz")
+    arr = np.asarray(lab.dataobj)
+    for name, values in SEGMENTATIONS.items():
+        out = folder / "segmentations" / f"{name}.nii.gz"
+        out.parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(np.isin(arr, values).astype(np.uint8), lab.affine), out)
+    return folder
+
+
+def dark_spot_network() -> torch.nn.Module:
+    """A 1x1x1 convolution that fires (logit > 0) on all three channels where HU is 20 or more below the host."""
+    net = torch.nn.Conv3d(3, 3, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.weight[:, 0] = -100.0
+        net.bias.fill_(-15.0)
+    return net
+
+
+def test_stage_inputs_are_relative_to_the_host():
+    hu = np.full((6, 6, 6), 60.0, np.float32)
+    hu[0] = 400.0  # outside the window
+    host = np.zeros(hu.shape, np.uint8)
+    host[2:5, 2:5, 2:5] = 1
+    hu[3, 3, 3] = 10.0
+    x = stage_inputs(hu, host)
+    assert x.shape == (3, 6, 6, 6) and x.dtype == np.float32
+    assert x[0, 3, 3, 3] == pytest.approx(-0.5) and x[0, 2, 2, 2] == pytest.approx(0.0)
+    assert x[0, 0, 0, 0] == pytest.approx((250.0 - 60.0) / 100.0)  # clipped to the window first
+    assert x[1, 0, 0, 0] == pytest.approx(1.0) and x[1, 2, 2, 2] == pytest.approx(235.0 / 425.0)
+    np.testing.assert_array_equal(x[2], host)
+    with pytest.raises(ValueError, match="host mask is empty"):
+        stage_inputs(hu, np.zeros_like(host))
+
+
+def test_stage_loss_ignores_channels_the_host_does_not_host():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
+    target = torch.zeros(2, 3, 8, 8, 8)
+    target[0, 0, 2:4, 2:4, 2:4] = 1
+    host = torch.zeros(2, 1, 8, 8, 8)
+    host[:, :, 2:6, 2:6, 2:6] = 1
+    valid = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])  # a liver box, then a kidney box
+    loss, parts = stage_loss(logits, target, valid, host)
+    loss.backward()
+    g = logits.grad
+    assert g[0, 1:].abs().sum() == 0 and g[1, 0].abs().sum() == 0
+    assert g[0, 0].abs().sum() > 0 and g[1, 1:].abs().sum() > 0
+    assert set(parts) == {"voxel", "dice", "case"}
+    # only voxels of the host dilated by one voxel count
+    assert g[0, 0, 0, 0, 0] == 0 and g[0, 0, 7, 3, 3] == 0 and g[0, 0, 1, 3, 3] != 0
+
+
+def test_stage_loss_prices_a_single_false_peak_in_a_lesion_free_crop():
+    host = torch.ones(1, 1, 8, 8, 8)
+    target = torch.zeros(1, 1, 8, 8, 8)
+    valid = torch.ones(1, 1)
+    quiet = torch.full((1, 1, 8, 8, 8), -6.0)
+    peak = quiet.clone()
+    peak[0, 0, 4, 4, 4] = 6.0
+    parts_quiet = stage_loss(quiet, target, valid, host)[1]
+    parts_peak = stage_loss(peak, target, valid, host)[1]
+    # one voxel in 512 barely moves the voxel mean, but it is the crop's decision
+    assert parts_peak["voxel"] - parts_quiet["voxel"] < 0.02
+    assert parts_peak["case"] - parts_quiet["case"] > 5.0
+
+
+def _case_masks():
+    """uint8 masks [liver, right kidney, liver tumour, kidney tumour, spleen] on a 24^3 grid, and the HU image."""
+    shape = (24, 24, 24)
+    hu = np.full(shape, -100.0, np.float32)
+    masks = np.zeros((5,) + shape, np.uint8)
+    masks[0, 2:14, 2:14, 2:14] = 1  # liver at 60 HU
+    hu[2:14, 2:14, 2:14] = 60.0
+    hu[5:8, 5:8, 5:8] = 10.0  # a dark lesion in the liver (27 voxels)
+    hu[11, 11, 11] = 10.0  # a single dark voxel: below the minimum lesion size
+    masks[1, 16:22, 16:22, 16:22] = 1  # right kidney at 150 HU, no lesion
+    hu[16:22, 16:22, 16:22] = 150.0
+    masks[2, 20:22, 2:4, 2:4] = 1  # the generated head's liver-tumour mask (to be replaced)
+    masks[3, 17:19, 17:19, 17:19] = 1  # the generated head's kidney-tumour mask (to be replaced: empty)
+    masks[4, 16:20, 2:6, 16:20] = 1  # spleen: not a host of the stage's classes
+    hu[16:20, 2:6, 16:20] = 0.0
+    return hu, masks
+
+
+def _stage(**kw):
+    return LesionStage(dark_spot_network(), CLASSES, LABEL_SPACE, roi_size=(16, 16, 16), margin=2, **kw)
+
+
+def _meta(masks, spacing=3.0):
+    return MetaTensor(torch.from_numpy(masks), affine=torch.diag(torch.tensor([spacing] * 3 + [1.0])))
+
+
+def test_refine_replaces_the_prompted_lesions_inside_their_hosts():
+    hu, masks = _case_masks()
+    image = torch.from_numpy((np.clip(hu, -175, 250) + 175) / 425)[None]
+    classes = [LIVER, R_KIDNEY, LIVER_TUMOR, KIDNEY_TUMOR, SPLEEN]
+    t = RefineLesionsd("pred", _stage(), threshold={"default": 0.5}, dilation_mm=0.0, min_lesion_volume_mm3=60.0)
+    out = t({"pred": _meta(masks.copy()), "image": image, "pred_classes": classes})
+    pred = out["pred"].numpy()
+    expected = np.zeros(hu.shape, np.uint8)
+    expected[5:8, 5:8, 5:8] = 1
+    np.testing.assert_array_equal(pred[2], expected)  # the lesion, not the single voxel, nothing outside the liver
+    assert not pred[3].any()  # the kidney is uniform: the stage finds nothing there
+    np.testing.assert_array_equal(pred[[0, 1, 4]], masks[[0, 1, 4]])  # organs untouched
+    assert isinstance(out["pred"], MetaTensor)
+    assert any("liver_tumor from the lesion stage" in n for n in out["postprocess_notes"])
+
+
+def test_refine_leaves_unprompted_or_hostless_classes_and_can_be_off():
+    hu, masks = _case_masks()
+    image = torch.from_numpy((np.clip(hu, -175, 250) + 175) / 425)[None]
+    # liver tumour prompted without its host: the stage cannot run, the mask stays
+    classes = [R_KIDNEY, LIVER_TUMOR]
+    sub = masks[[1, 2]].copy()
+    out = RefineLesionsd("pred", _stage())({"pred": _meta(sub.copy()), "image": image, "pred_classes": classes})
+    np.testing.assert_array_equal(out["pred"].numpy(), sub)
+    out = RefineLesionsd("pred", None)({"pred": _meta(masks.copy()), "image": image, "pred_classes": []})
+    np.testing.assert_array_equal(out["pred"].numpy(), masks)
+    # a grid the stage was not trained on: every mask stays, the report says why
+    classes = [LIVER, R_KIDNEY, LIVER_TUMOR, KIDNEY_TUMOR, SPLEEN]
+    out = RefineLesionsd("pred", _stage())({"pred": _meta(masks.copy(), 1.5), "image": image, "pred_classes": classes})
+    np.testing.assert_array_equal(out["pred"].numpy(), masks)
+    assert "lesion stage skipped" in out["postprocess_notes"][0]
+    with pytest.raises(ValueError, match="does not segment"):
+        RefineLesionsd("pred", _stage(), threshold={"pancreas_tumor": 0.5})
+    with pytest.raises(ValueError, match="not lesion classes"):
+        LesionStage(dark_spot_network(), ["liver"], LABEL_SPACE)
+
+
+def _cli(args, tmp_path, name):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=BUNDLE, capture_output=True,
+                       text=True, timeout=600, env=env)
+    (tmp_path / f"{name}.log").write_text(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _stage_network() -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    return parser.get_parsed_content("lesion_stage_def")
+
+
+def test_train_calibrate_and_infer_through_the_cli(tmp_path):
+    data = tmp_path / "data"
+    for i in range(3):
+        write_atlas_case(data / f"case_{i:03d}", seed=i)
+    ckpt = tmp_path / "stage.pt"
+    r = _cli(["--config_file", "['configs/inference.json','configs/train_lesion_stage.json']",
+              "--dataset_dir", str(data), "--lesion_stage_ckpt", str(ckpt),
+              "--lesion_stage_train#iterations", "2", "--lesion_stage_train#batch_size", "2"], tmp_path, "train")
+    assert "'iterations': 2" in r.stdout and "'boxes': 9" in r.stdout  # a liver and two kidneys per case
+    _stage_network().load_state_dict(torch.load(ckpt, weights_only=True))
+
+    # calibration with the ground-truth hosts standing in for an organ model's predictions
+    cal = tmp_path / "cal"
+    _cli(["--config_file", "['configs/inference.json','configs/calibrate_lesion_stage.json']",
+          "--dataset_dir", str(data), "--lesion_stage_host_dir", str(data), "--lesion_stage_ckpt", str(ckpt),
+          "--calibration_dir", str(cal), "--lesion_stage_grid", "[0.1,0.5,0.9]"], tmp_path, "calibrate")
+    result = json.loads((cal / "lesion_stage_thresholds.json").read_text())
+    assert (cal / "lesion_stage_thresholds.png").stat().st_size > 0
+    classes = result["classes"]
+    assert set(classes) == set(CLASSES) and set(result["threshold"]) <= set(CLASSES)
+    # every tiny case has a liver tumour and a kidney tumour, none a cyst: no operating point can be chosen
+    assert [classes[n]["positives"] for n in CLASSES] == [3, 3, 0] and not result["threshold"]
+    assert [r["threshold"] for r in classes["liver_tumor"]["curve"]] == [0.1, 0.5, 0.9]
+
+    # inference: prompted liver tumour, the host forced on everywhere, the stage at threshold 0 marks the host
+    model = make_tiny_model(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    _cli(["--config_file", "configs/inference.json", "--dataset_dir", str(data / "case_000" / "ct.nii.gz"),
+          "--output_dir", str(out), "--ckpt_path", str(model), *TINY_NET_ARGS, "--prompts", "['liver tumor']",
+          "--postprocess#threshold#liver", "0.0", "--lesion_stage_ckpt", str(ckpt),
+          "--lesion_stage#threshold#liver_tumor", "0.0"], tmp_path, "infer")
+    report = json.loads((out / "case_000" / "report.json").read_text())
+    assert any("liver_tumor from the lesion stage" in n for n in report["postprocess_notes"]), report
+    assert report["settings"]["lesion_stage"]["weights"] == "stage.pt"
+    tumour = np.asarray(nib.load(out / "case_000" / "segmentations" / "liver_tumor.nii.gz").dataobj)
+    assert tumour.any()
+
+
+def test_shipped_lesion_stage_fits_its_config():
+    ckpt = BUNDLE / "models" / "lesion_stage.pt"
+    _stage_network().load_state_dict(torch.load(ckpt, weights_only=True))
