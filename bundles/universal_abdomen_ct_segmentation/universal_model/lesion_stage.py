@@ -39,7 +39,7 @@ from monai.transforms import MapTransform
 from .label_space import classes as ls_classes
 from .postprocess import remove_small_components, restrict_lesions, voxel_spacing_mm, voxel_volume_mm3
 
-__all__ = ["stage_inputs", "host_box", "LesionStage", "RefineLesionsd", "load_lesion_stage"]
+__all__ = ["stage_inputs", "host_box", "lesion_mask", "LesionStage", "RefineLesionsd", "load_lesion_stage"]
 
 logger = logging.getLogger(__name__)
 NUM_INPUTS = 3
@@ -63,6 +63,14 @@ def host_box(host: np.ndarray, margin: int) -> tuple[slice, ...] | None:
         return None
     return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + 1 + margin, n))
                  for i, n in zip(idx, host.shape))
+
+
+def lesion_mask(prob: np.ndarray, threshold: float, host: np.ndarray, spacing_mm: Sequence[float],
+                dilation_mm: float, min_voxels: float) -> np.ndarray:
+    """The stage's uint8 mask: ``prob > threshold``, inside ``host`` dilated by ``dilation_mm``, no component under
+    ``min_voxels`` (the lesion rules every lesion mask gets, ``AnatomicalPostProcessd.clean_lesion``)."""
+    mask = restrict_lesions((prob > threshold).astype(np.uint8), host, spacing_mm, dilation_mm)
+    return remove_small_components(mask, min_voxels)
 
 
 class LesionStage:
@@ -200,8 +208,7 @@ class RefineLesionsd(MapTransform):
             for h in self.stage.hosts[c]:
                 if h in hosts:
                     host |= hosts[h]
-            mask = restrict_lesions((prob > self.thresholds[c]).astype(np.uint8), host, spacing, self.dilation_mm)
-            masks[ch[c]] = remove_small_components(mask, min_vox)
+            masks[ch[c]] = lesion_mask(prob, self.thresholds[c], host, spacing, self.dilation_mm, min_vox)
             notes.append(f"class {c}: {self.stage.names[c]} from the lesion stage (peak probability {prob.max():.3f}, "
                          f"threshold {self.thresholds[c]:g})")
         return notes

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from .calibration import case_level_auc, choose_threshold, detection_curve, plot_detection_curves
 from .label_space import classes as ls_classes
-from .lesion_stage import LesionStage, host_box, stage_inputs
-from .postprocess import remove_small_components, restrict_lesions, voxel_spacing_mm, voxel_volume_mm3
+from .lesion_stage import LesionStage, host_box, lesion_mask, stage_inputs
+from .postprocess import restrict_lesions, voxel_spacing_mm, voxel_volume_mm3
 from .writer import atomic_write
 
 __all__ = ["case_folders", "HostBoxes", "stage_loss", "train_lesion_stage", "calibrate_lesion_stage"]
@@ -80,7 +80,6 @@ class HostBoxes:
                  hu_window: Sequence[float] = (-175.0, 250.0), progress: bool = True):
         recs = {c["file_name"]: c for c in ls_classes(label_space)}
         files = {int(c["index"]): c["file_name"] for c in recs.values()}
-        self.stage_classes = list(stage_classes)
         hosts_of = {n: [files[int(h)] for h in recs[n]["host_organs"]] for n in stage_classes}
         self.host_names = sorted({h for hs in hosts_of.values() for h in hs})
         self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -249,8 +248,7 @@ def case_flags(stage: LesionStage, boxes: HostBoxes, thresholds: Sequence[float]
             rec["score"] = max(rec["score"], float(prob[region].max()))
             for j, t in enumerate(thresholds):
                 if not rec["flags"][j]:
-                    mask = restrict_lesions((prob > t).astype(np.uint8), host, spacing, dilation_mm)
-                    rec["flags"][j] = bool(remove_small_components(mask, min_vox).any())
+                    rec["flags"][j] = bool(lesion_mask(prob, t, host, spacing, dilation_mm, min_vox).any())
     return out
 
 
