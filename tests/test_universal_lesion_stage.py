@@ -19,7 +19,7 @@ from universal_helpers import TINY_NET_ARGS, make_tiny_model
 from universal_train_data import BUNDLE, write_case
 from universal_model.label_space import load_label_space
 from universal_model.lesion_stage import LesionStage, RefineLesionsd, stage_inputs
-from universal_model.lesion_stage_training import stage_loss
+from universal_model.lesion_stage_training import _lr_factor, perturb_host, stage_loss
 
 LABEL_SPACE = load_label_space(BUNDLE / "configs" / "label_space.json")
 CLASSES = ["liver_tumor", "kidney_tumor", "kidney_cyst"]
@@ -162,6 +162,56 @@ def test_refine_leaves_unprompted_or_hostless_classes_and_can_be_off():
         LesionStage(dark_spot_network(), ["liver"], LABEL_SPACE)
 
 
+def _shift_network(step: int) -> torch.nn.Module:
+    """A 3x3x3 convolution that copies each channel from its neighbour ``step`` voxels along the first axis."""
+    net = torch.nn.Conv3d(3, 3, 3, padding=1, bias=False)
+    with torch.no_grad():
+        net.weight.zero_()
+        for c in range(3):
+            net.weight[c, c, 1 + step, 1, 1] = 1.0
+    return net
+
+
+def test_flip_augmentation_maps_each_pass_back():
+    hu, masks = _case_masks()
+    # roi 16^3 = the liver's box (12 + 2 x 2 margin): one window, no padding, so the passes compare exactly
+    stage = lambda net, flips=(): LesionStage(net, CLASSES, LABEL_SPACE, roi_size=(16,) * 3, margin=2, flip_axes=flips)
+    box, plus = stage(_shift_network(1)).box_logits(hu, masks[0])
+    _, minus = stage(_shift_network(-1)).box_logits(hu, masks[0])
+    _, both = stage(_shift_network(1), [[0]]).box_logits(hu, masks[0])
+    assert not np.allclose(plus, minus)
+    np.testing.assert_allclose(both, (plus + minus) / 2, atol=1e-5)  # the mirrored pass is mirrored back
+    _, same = stage(dark_spot_network(), [[0], [1, 2]]).box_logits(hu, masks[0])
+    _, single = stage(dark_spot_network()).box_logits(hu, masks[0])
+    np.testing.assert_allclose(same, single, atol=1e-4)  # a voxel-wise network is unchanged by the augmentation
+    with pytest.raises(ValueError, match="flip_axes"):
+        stage(dark_spot_network(), [[3]])
+
+
+def test_learning_rate_schedules():
+    assert [_lr_factor(k, 100, 10, "constant") for k in (0, 9, 10, 99)] == [0.1, 1.0, 1.0, 1.0]
+    cosine = [_lr_factor(k, 110, 10, "cosine") for k in (9, 10, 60, 110)]
+    np.testing.assert_allclose(cosine, [1.0, 1.0, 0.5, 0.0], atol=1e-9)
+
+
+def test_host_perturbation_closes_holes_and_moves_the_outline():
+    from scipy import ndimage as ndi
+
+    host = np.zeros((20, 20, 20), bool)
+    host[4:16, 4:16, 4:16] = True
+    host[9:11, 9:11, 4:16] = False  # a vessel through the organ
+    rng = np.random.default_rng(0)
+    eroded, widest = ndi.binary_erosion(host), ndi.binary_dilation(ndi.binary_closing(host, iterations=2) | host,
+                                                                     iterations=2)
+    sizes, holes_closed = set(), 0
+    for _ in range(40):
+        out = perturb_host(host, rng, 2) > 0
+        assert out[eroded].all() and not out[~widest].any()
+        sizes.add(int(out.sum()))
+        holes_closed += bool(out[10, 10, 10])
+    assert min(sizes) < host.sum() < max(sizes) and 0 < holes_closed < 40
+
+
 def _cli(args, tmp_path, name):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=BUNDLE, capture_output=True,
@@ -187,6 +237,14 @@ def test_train_calibrate_and_infer_through_the_cli(tmp_path):
               "--lesion_stage_train#iterations", "2", "--lesion_stage_train#batch_size", "2"], tmp_path, "train")
     assert "'iterations': 2" in r.stdout and "'boxes': 9" in r.stdout  # a liver and two kidneys per case
     _stage_network().load_state_dict(torch.load(ckpt, weights_only=True))
+    # continuing from those weights at learning rate 0 keeps them
+    again = tmp_path / "again.pt"
+    _cli(["--config_file", "['configs/inference.json','configs/train_lesion_stage.json']",
+          "--dataset_dir", str(data), "--lesion_stage_ckpt", str(again), "--lesion_stage_train#iterations", "1",
+          "--lesion_stage_train#batch_size", "2", "--lesion_stage_train#initial_weights", str(ckpt),
+          "--lesion_stage_train#learning_rate", "0.0", "--lesion_stage_train#schedule", "cosine"], tmp_path, "again")
+    first, second = torch.load(ckpt, weights_only=True), torch.load(again, weights_only=True)
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
     # calibration with the ground-truth hosts standing in for an organ model's predictions
     cal = tmp_path / "cal"
@@ -215,6 +273,13 @@ def test_train_calibrate_and_infer_through_the_cli(tmp_path):
     assert tumour.any()
 
 
-def test_shipped_lesion_stage_fits_its_config():
-    ckpt = BUNDLE / "models" / "lesion_stage.pt"
-    _stage_network().load_state_dict(torch.load(ckpt, weights_only=True))
+@pytest.mark.parametrize("configs", [["inference.json"], ["inference.json", "inference_whole_grid.json"]])
+def test_shipped_lesion_stages_fit_their_configs(configs):
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / c) for c in configs])
+    parser["bundle_root"] = str(BUNDLE)
+    ckpt = Path(parser.get_parsed_content("lesion_stage_ckpt"))
+    assert ckpt.is_file(), ckpt
+    parser.get_parsed_content("lesion_stage_def").load_state_dict(torch.load(ckpt, weights_only=True))
+    thresholds = parser.get_parsed_content("lesion_stage#threshold")
+    assert set(thresholds) == set(CLASSES) and all(0 < t < 1 for t in thresholds.values())

@@ -85,13 +85,16 @@ class LesionStage:
         margin: voxels added around each host box (as in training).
         pixdim: the grid spacing (mm) it was trained on; ``RefineLesionsd`` skips other grids.
         hu_window: the HU window of the inputs.
+        flip_axes: test-time augmentation: for each entry (spatial axes, 0-2), the box is also run mirrored along
+            those axes and the logits are averaged (``[]``: one pass).
         device: where the network runs.
     """
 
     def __init__(self, network: torch.nn.Module, lesion_classes: Sequence[str], label_space: Any,
                  roi_size: Sequence[int] = (32, 32, 32), overlap: float = 0.5, sw_batch_size: int = 8,
                  margin: int = 4, pixdim: Sequence[float] = (3.0, 3.0, 3.0),
-                 hu_window: Sequence[float] = (-175.0, 250.0), device: Any = "cpu"):
+                 hu_window: Sequence[float] = (-175.0, 250.0), flip_axes: Sequence[Sequence[int]] = (),
+                 device: Any = "cpu"):
         recs = {c["file_name"]: c for c in ls_classes(label_space)}
         unknown = [n for n in lesion_classes if n not in recs or not recs[n].get("host_organs")]
         if unknown:
@@ -105,6 +108,9 @@ class LesionStage:
         self.overlap, self.sw_batch_size, self.margin = float(overlap), int(sw_batch_size), int(margin)
         self.hu_window = tuple(float(v) for v in hu_window)
         self.pixdim = tuple(float(v) for v in pixdim)
+        self.flips = [tuple(2 + int(a) for a in axes) for axes in flip_axes]
+        if any(not axes or not all(2 <= a <= 4 for a in axes) for axes in self.flips):
+            raise ValueError(f"lesion stage: flip_axes must list spatial axes 0-2, got {flip_axes}")
 
     @torch.no_grad()
     def box_logits(self, hu: np.ndarray, host: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray] | None:
@@ -113,9 +119,14 @@ class LesionStage:
         if box is None:
             return None
         x = torch.from_numpy(stage_inputs(hu[box], host[box], self.hu_window))[None].to(self.device)
-        logits = sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.network,
-                                          overlap=self.overlap, mode="gaussian", padding_mode="constant")
-        return box, logits[0].float().cpu().numpy()
+        logits = self._windows(x)
+        for axes in self.flips:
+            logits += self._windows(x.flip(axes)).flip(axes)
+        return box, (logits[0] / (1 + len(self.flips))).float().cpu().numpy()
+
+    def _windows(self, x: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.network,
+                                        overlap=self.overlap, mode="gaussian", padding_mode="constant")
 
     def probabilities(self, hu: np.ndarray, host_masks: Mapping[int, np.ndarray],
                       wanted: Sequence[int] | None = None) -> dict[int, np.ndarray]:
