@@ -174,9 +174,12 @@ def _shift_network(step: int) -> torch.nn.Module:
 
 def test_flip_augmentation_maps_each_pass_back():
     hu, masks = _case_masks()
-    # roi 16^3 = the liver's box (12 + 2 x 2 margin): one window, no padding, so the passes compare exactly
-    stage = lambda net, flips=(): LesionStage(net, CLASSES, LABEL_SPACE, roi_size=(16,) * 3, margin=2, flip_axes=flips)
-    box, plus = stage(_shift_network(1)).box_logits(hu, masks[0])
+
+    def stage(net, flips=()):
+        # roi 16^3 = the liver's box (12 + 2 x 2 margin): one window, no padding, so the passes compare exactly
+        return LesionStage(net, CLASSES, LABEL_SPACE, roi_size=(16,) * 3, margin=2, flip_axes=flips)
+
+    _, plus = stage(_shift_network(1)).box_logits(hu, masks[0])
     _, minus = stage(_shift_network(-1)).box_logits(hu, masks[0])
     _, both = stage(_shift_network(1), [[0]]).box_logits(hu, masks[0])
     assert not np.allclose(plus, minus)

@@ -36,6 +36,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.transforms import MapTransform
 
+from .io import load_weights
 from .label_space import classes as ls_classes
 from .postprocess import remove_small_components, restrict_lesions, voxel_spacing_mm, voxel_volume_mm3
 
@@ -229,6 +230,4 @@ def load_lesion_stage(network: torch.nn.Module, ckpt_path: str | None, **kwargs)
     """A ``LesionStage`` with the weights of ``ckpt_path`` (``weights_only``); ``None`` when the path is empty."""
     if not ckpt_path:
         return None
-    from .io import load_weights
-
     return LesionStage(load_weights(network, ckpt_path), **kwargs)
