@@ -19,7 +19,7 @@ from universal_helpers import TINY_NET_ARGS, make_tiny_model
 from universal_train_data import BUNDLE, write_case
 from universal_model.label_space import load_label_space
 from universal_model.lesion_stage import LesionStage, RefineLesionsd, stage_inputs
-from universal_model.lesion_stage_training import _lr_factor, perturb_host, stage_loss
+from universal_model.lesion_stage_training import HostBoxes, _lr_factor, perturb_host, stage_loss
 
 LABEL_SPACE = load_label_space(BUNDLE / "configs" / "label_space.json")
 CLASSES = ["liver_tumor", "kidney_tumor", "kidney_cyst"]
@@ -215,6 +215,33 @@ def test_host_perturbation_closes_holes_and_moves_the_outline():
     assert min(sizes) < host.sum() < max(sizes) and 0 < holes_closed < 40
 
 
+def test_host_boxes_from_predicted_hosts_keep_the_true_lesions(tmp_path):
+    case = write_atlas_case(tmp_path / "data" / "case_000", seed=0)
+    seg = case / "segmentations"
+    liver, tumour = (np.asarray(nib.load(seg / f"{n}.nii.gz").dataobj) > 0 for n in ("liver", "liver_tumor"))
+    assert tumour.any()
+    # an organ model's liver: the tumour carved out and one slab of the organ missed
+    predicted = liver & ~tumour
+    predicted[..., : int(np.nonzero(liver)[2].min()) + 2] = False
+    pred_seg = tmp_path / "pred" / "case_000" / "segmentations"
+    pred_seg.mkdir(parents=True)
+    for name in ("kidney_left", "kidney_right"):
+        (pred_seg / f"{name}.nii.gz").symlink_to(seg / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(predicted.astype(np.uint8), nib.load(seg / "liver.nii.gz").affine),
+             pred_seg / "liver.nii.gz")
+    own = HostBoxes([case], CLASSES, LABEL_SPACE, progress=False)
+    pred = HostBoxes([case], CLASSES, LABEL_SPACE, host_dir=str(tmp_path / "pred"), progress=False)
+    i = [info["host"] for info in pred.info].index("liver")
+    x, target, valid, host = pred.items[i]
+    box = pred.info[i]["box"]
+    assert box != own.info[i]["box"] and valid.tolist() == [1.0, 0.0, 0.0]
+    assert np.array_equal(host, predicted[box]) and np.array_equal(x[2] > 0, predicted[box])
+    # the target is the whole tumour, inside the true liver, though the predicted host leaves it out
+    assert target[0].sum() == tumour[box].sum() == tumour.sum() and not (target[0] & host).any()
+    both = HostBoxes.merged([own, pred])
+    assert len(both) == len(own) + len(pred) == 6 and both.info[3:] == pred.info
+
+
 def _cli(args, tmp_path, name):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=BUNDLE, capture_output=True,
@@ -240,12 +267,16 @@ def test_train_calibrate_and_infer_through_the_cli(tmp_path):
               "--lesion_stage_train#iterations", "2", "--lesion_stage_train#batch_size", "2"], tmp_path, "train")
     assert "'iterations': 2" in r.stdout and "'boxes': 9" in r.stdout  # a liver and two kidneys per case
     _stage_network().load_state_dict(torch.load(ckpt, weights_only=True))
-    # continuing from those weights at learning rate 0 keeps them
+    # continuing from those weights at learning rate 0 keeps them; the folder twice, the second time with the hosts
+    # of a prediction folder (the ground truth standing in for one)
     again = tmp_path / "again.pt"
-    _cli(["--config_file", "['configs/inference.json','configs/train_lesion_stage.json']",
-          "--dataset_dir", str(data), "--lesion_stage_ckpt", str(again), "--lesion_stage_train#iterations", "1",
-          "--lesion_stage_train#batch_size", "2", "--lesion_stage_train#initial_weights", str(ckpt),
-          "--lesion_stage_train#learning_rate", "0.0", "--lesion_stage_train#schedule", "cosine"], tmp_path, "again")
+    r = _cli(["--config_file", "['configs/inference.json','configs/train_lesion_stage.json']",
+              "--dataset_dir", f"['{data}','{data}']", "--lesion_stage_train_host_dirs", f"['','{data}']",
+              "--lesion_stage_ckpt", str(again), "--lesion_stage_train#iterations", "1",
+              "--lesion_stage_train#batch_size", "2", "--lesion_stage_train#initial_weights", str(ckpt),
+              "--lesion_stage_train#learning_rate", "0.0", "--lesion_stage_train#schedule", "cosine"], tmp_path,
+             "again")
+    assert "'boxes': 18" in r.stdout
     first, second = torch.load(ckpt, weights_only=True), torch.load(again, weights_only=True)
     assert all(torch.equal(first[k], second[k]) for k in first)
 

@@ -4,7 +4,9 @@ Data: every case folder (``ct.nii.gz`` + ``segmentations/<file_name>.nii.gz``) g
 stage's classes, loaded as inference sees it (RAS, ``pixdim``), inputs by ``lesion_stage.stage_inputs``. A lesion
 class counts as labelled in a box when its host is that organ; a missing lesion file means "no lesion", so the
 folders must label the stage's lesions wherever they exist (the phantom sets do; for public data, give only the
-cases of datasets that label them, e.g. LiTS for the liver tumour, KiTS for the kidney classes).
+cases of datasets that label them, e.g. LiTS for the liver tumour, KiTS for the kidney classes). A folder can
+instead take its host masks from an organ model's prediction folder (``host_dirs``), so that the stage trains on
+the outlines it meets at inference; the lesion targets stay the true ones.
 
 Batches: crops of ``roi_size``; half of the hosts are livers and half kidneys (any host type in turn, in general),
 and ``positive_fraction`` of the crops are centred (with jitter) on a lesion voxel of a box that has one. With
@@ -77,8 +79,10 @@ class HostBoxes:
         cases: case folders.
         stage_classes: lesion file names, in the stage's channel order.
         label_space: label-space dict or path.
-        host_dir: folder with ``<case>/segmentations/<host>.nii.gz`` to take the host masks from (a prediction
-            folder, for calibration); default: the case's own ``segmentations/``.
+        host_dir: folder with ``<case>/segmentations/<host>.nii.gz`` to take the host masks (boxes and host
+            channel) from: an organ model's prediction folder, for calibration or training on predicted hosts;
+            default: the case's own ``segmentations/``. The lesion targets stay the lesions inside the true organ,
+            so a lesion the predicted organ leaves out is not learnt as background.
         pixdim, margin, hu_window: as in inference.
     """
 
@@ -97,6 +101,8 @@ class HostBoxes:
                 base = Path(host_dir) / case.name if host_dir else case
                 paths[h] = str(base / "segmentations" / f"{h}.nii.gz")
             paths.update({n: str(case / "segmentations" / f"{n}.nii.gz") for n in stage_classes})
+            if host_dir:  # the true organs, which the lesion targets lie in
+                paths.update({f"truth_{h}": str(case / "segmentations" / f"{h}.nii.gz") for h in self.host_names})
             present = {k: v for k, v in paths.items() if Path(v).is_file()}
             if "image" not in present:
                 raise FileNotFoundError(f"{paths['image']}: CT missing")
@@ -113,19 +119,29 @@ class HostBoxes:
                 box = host_box(host, margin)
                 if box is None:
                     continue
+                truth = d[f"truth_{h}"][0].numpy()[box] > 0 if f"truth_{h}" in d else host[box]
                 target = np.zeros((len(stage_classes),) + hu[box].shape, np.uint8)
                 valid = np.zeros(len(stage_classes), np.float32)
                 for k, n in enumerate(stage_classes):
                     if h in hosts_of[n]:
                         valid[k] = 1.0
                         if n in d:
-                            target[k] = (d[n][0].numpy()[box] > 0) & host[box]
+                            target[k] = (d[n][0].numpy()[box] > 0) & truth
                 self.items.append((stage_inputs(hu[box], host[box], hu_window).astype(np.float16), target, valid,
                                    host[box]))
                 self.info.append({"case": case.name, "host": h, "box": box, "affine": affine})
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @classmethod
+    def merged(cls, parts: Sequence[HostBoxes]) -> HostBoxes:
+        """One set holding the boxes of ``parts`` (e.g. one per dataset folder, each with its own host masks)."""
+        out = cls.__new__(cls)
+        out.host_names = sorted({h for p in parts for h in p.host_names})
+        out.items = [item for p in parts for item in p.items]
+        out.info = [info for p in parts for info in p.info]
+        return out
 
 
 def _crop(arr: np.ndarray, centre: np.ndarray, roi: Sequence[int]) -> np.ndarray:
@@ -219,7 +235,8 @@ def train_lesion_stage(network: torch.nn.Module, dataset_dirs: str | Sequence[st
                        pos_weight: float = 20.0, dice_weight: float = 1.0, case_weight: float = 0.5,
                        pixdim: Sequence[float] = (3.0, 3.0, 3.0), margin: int = 4,
                        hu_window: Sequence[float] = (-175.0, 250.0), save_every: int = 250, seed: int = 0,
-                       schedule: str = "constant", initial_weights: str = "", device: Any = "cpu") -> dict[str, Any]:
+                       schedule: str = "constant", initial_weights: str = "", host_dirs: Sequence[str] | None = None,
+                       device: Any = "cpu") -> dict[str, Any]:
     """Train the stage network and save its state dict to ``ckpt_path`` every ``save_every`` iterations and at the
     end (atomic writes); returns a summary (iterations, last losses, boxes).
 
@@ -227,14 +244,24 @@ def train_lesion_stage(network: torch.nn.Module, dataset_dirs: str | Sequence[st
       does not learn the ground-truth organ outline, which it never sees at inference (0: off).
     - ``schedule``: after the linear warm-up the learning rate stays (``constant``) or falls to 0 along a half
       cosine (``cosine``).
-    - ``initial_weights``: a state dict to start from (``weights_only``), e.g. to continue a run."""
+    - ``initial_weights``: a state dict to start from (``weights_only``), e.g. to continue a run.
+    - ``host_dirs``: per folder of ``dataset_dirs``, an organ model's prediction folder to take its host masks from
+      (``HostBoxes``), or ``""`` for the folder's own; the same folder may be listed twice with both."""
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"lesion stage: schedule must be 'constant' or 'cosine', got {schedule!r}")
     torch.manual_seed(seed)
     if initial_weights:
         load_weights(network, initial_weights)
-    boxes = HostBoxes(case_folders(dataset_dirs), stage_classes, label_space, pixdim=pixdim, margin=margin,
-                      hu_window=hu_window)
+    dirs = [dataset_dirs] if isinstance(dataset_dirs, (str, Path)) else list(dataset_dirs)
+    host_dirs = [""] * len(dirs) if host_dirs is None else host_dirs
+    hosts = [host_dirs] if isinstance(host_dirs, (str, Path)) else list(host_dirs)
+    if len(hosts) != len(dirs):
+        raise ValueError(f"lesion stage: {len(hosts)} host_dirs for {len(dirs)} dataset folders")
+    parts = [HostBoxes(case_folders(d), stage_classes, label_space, host_dir=h or None, pixdim=pixdim, margin=margin,
+                       hu_window=hu_window) for d, h in zip(dirs, hosts)]
+    for d, h, part in zip(dirs, hosts, parts):
+        logger.info(f"{d}: {len(part)} host boxes, hosts from {h or 'its own segmentations'}")
+    boxes = HostBoxes.merged(parts)
     sampler = CropSampler(boxes, roi_size, positive_fraction, host_jitter=host_jitter, seed=seed)
     network = network.to(device).train()
     opt = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
