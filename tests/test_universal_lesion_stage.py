@@ -19,7 +19,7 @@ from universal_helpers import TINY_NET_ARGS, make_tiny_model
 from universal_train_data import BUNDLE, write_case
 from universal_model.label_space import load_label_space
 from universal_model.lesion_stage import LesionStage, RefineLesionsd, stage_inputs
-from universal_model.lesion_stage_training import HostBoxes, _lr_factor, perturb_host, stage_loss
+from universal_model.lesion_stage_training import CropSampler, HostBoxes, _lr_factor, perturb_host, stage_loss
 
 LABEL_SPACE = load_label_space(BUNDLE / "configs" / "label_space.json")
 CLASSES = ["liver_tumor", "kidney_tumor", "kidney_cyst"]
@@ -242,6 +242,24 @@ def test_host_boxes_from_predicted_hosts_keep_the_true_lesions(tmp_path):
     assert len(both) == len(own) + len(pred) == 6 and both.info[3:] == pred.info
 
 
+def test_hard_negatives_are_the_network_s_own_false_peaks(tmp_path):
+    cases = [write_atlas_case(tmp_path / f"case_{i}", seed=i) for i in range(2)]
+    boxes = HostBoxes(cases, CLASSES, LABEL_SPACE, progress=False)
+    sampler = CropSampler(boxes, (8, 8, 8), jitter=1, hard_negative_fraction=0.9, seed=0)
+    free = sampler.lesion_free
+    assert [boxes.info[i]["host"] for i in free] == ["kidney_right"] * 2  # the tiny cases' only lesion-free hosts
+    x, _, _, host = boxes.items[free[1]]
+    inside = tuple(np.argwhere(host)[host.sum() // 2])
+    x[0][inside] = -2.5  # a dark spot in the organ: logit 235 from dark_spot_network
+    x[0][0, 0, 0] = -3.0  # a darker one in the box margin, outside the host: not a place the stage is asked about
+    peaks = sampler.mine_hard_negatives(dark_spot_network(), boxes=len(free))
+    assert len(sampler.hard) == 1 and sampler.hard[0][0] == free[1] and tuple(sampler.hard[0][1]) == inside
+    assert peaks == [pytest.approx(235.0, abs=0.1)]
+    hits = sum(bool((sampler.crop()[0][0] == -2.5).any()) for _ in range(100))
+    uniform = CropSampler(boxes, (8, 8, 8), jitter=1, seed=0)
+    assert hits >= 80 and sum(bool((uniform.crop()[0][0] == -2.5).any()) for _ in range(100)) < 20
+
+
 def _cli(args, tmp_path, name):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=BUNDLE, capture_output=True,
@@ -264,8 +282,12 @@ def test_train_calibrate_and_infer_through_the_cli(tmp_path):
     ckpt = tmp_path / "stage.pt"
     r = _cli(["--config_file", "['configs/inference.json','configs/train_lesion_stage.json']",
               "--dataset_dir", str(data), "--lesion_stage_ckpt", str(ckpt),
-              "--lesion_stage_train#iterations", "2", "--lesion_stage_train#batch_size", "2"], tmp_path, "train")
+              "--lesion_stage_train#iterations", "2", "--lesion_stage_train#batch_size", "2",
+              "--lesion_stage_train#hard_negative_fraction", "0.5", "--lesion_stage_train#hard_negative_every", "1"],
+             tmp_path, "train")
     assert "'iterations': 2" in r.stdout and "'boxes': 9" in r.stdout  # a liver and two kidneys per case
+    # mined before each of the 2 iterations, among the 3 kidney_right boxes
+    assert "'hard_negative_rounds': 2" in r.stdout and r.stdout.count("'lesion_free_boxes': 3") == 2
     _stage_network().load_state_dict(torch.load(ckpt, weights_only=True))
     # continuing from those weights at learning rate 0 keeps them; the folder twice, the second time with the hosts
     # of a prediction folder (the ground truth standing in for one)
