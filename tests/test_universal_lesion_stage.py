@@ -19,7 +19,8 @@ from universal_helpers import TINY_NET_ARGS, make_tiny_model
 from universal_train_data import BUNDLE, write_case
 from universal_model.label_space import load_label_space
 from universal_model.lesion_stage import LesionStage, RefineLesionsd, stage_inputs
-from universal_model.lesion_stage_training import CropSampler, HostBoxes, _lr_factor, perturb_host, stage_loss
+from universal_model.lesion_stage_training import (CropSampler, HostBoxes, _lr_factor, perturb_host, stage_loss,
+                                                   train_lesion_stage)
 
 LABEL_SPACE = load_label_space(BUNDLE / "configs" / "label_space.json")
 CLASSES = ["liver_tumor", "kidney_tumor", "kidney_cyst"]
@@ -258,6 +259,15 @@ def test_hard_negatives_are_the_network_s_own_false_peaks(tmp_path):
     hits = sum(bool((sampler.crop()[0][0] == -2.5).any()) for _ in range(100))
     uniform = CropSampler(boxes, (8, 8, 8), jitter=1, seed=0)
     assert hits >= 80 and sum(bool((uniform.crop()[0][0] == -2.5).any()) for _ in range(100)) < 20
+
+
+@pytest.mark.parametrize("kw", [{"hard_negative_fraction": 1.0}, {"hard_negative_fraction": -0.1},
+                                {"hard_negative_fraction": 0.25, "hard_negative_every": 0}])
+def test_bad_hard_negative_settings_fail_before_any_data_is_read(tmp_path, kw):
+    with pytest.raises(ValueError, match="hard_negative"):  # the folder does not exist: it is never looked at
+        train_lesion_stage(dark_spot_network(), str(tmp_path / "missing"), CLASSES, LABEL_SPACE,
+                           str(tmp_path / "out.pt"), **kw)
+    assert not (tmp_path / "out.pt").exists()
 
 
 def _cli(args, tmp_path, name):

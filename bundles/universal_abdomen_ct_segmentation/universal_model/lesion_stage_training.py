@@ -294,6 +294,9 @@ def train_lesion_stage(network: torch.nn.Module, dataset_dirs: str | Sequence[st
       ``hard_negative_every`` iterations; 0: off)."""
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"lesion stage: schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if not 0.0 <= hard_negative_fraction < 1.0 or hard_negative_every < 1:
+        raise ValueError(f"lesion stage: hard_negative_fraction must be in [0, 1) and hard_negative_every >= 1, got "
+                         f"{hard_negative_fraction} and {hard_negative_every}")
     torch.manual_seed(seed)
     if initial_weights:
         load_weights(network, initial_weights)
@@ -307,9 +310,6 @@ def train_lesion_stage(network: torch.nn.Module, dataset_dirs: str | Sequence[st
     for d, h, part in zip(dirs, hosts, parts):
         logger.info(f"{d}: {len(part)} host boxes, hosts from {h or 'its own segmentations'}")
     boxes = HostBoxes.merged(parts)
-    if not 0.0 <= hard_negative_fraction < 1.0 or hard_negative_every < 1:
-        raise ValueError(f"lesion stage: hard_negative_fraction must be in [0, 1) and hard_negative_every >= 1, got "
-                         f"{hard_negative_fraction} and {hard_negative_every}")
     sampler = CropSampler(boxes, roi_size, positive_fraction, host_jitter=host_jitter,
                           hard_negative_fraction=hard_negative_fraction, seed=seed)
     network = network.to(device).train()
