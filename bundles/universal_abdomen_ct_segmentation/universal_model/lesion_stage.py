@@ -40,7 +40,8 @@ from .io import load_weights
 from .label_space import classes as ls_classes
 from .postprocess import remove_small_components, restrict_lesions, voxel_spacing_mm, voxel_volume_mm3
 
-__all__ = ["stage_inputs", "host_box", "lesion_mask", "LesionStage", "RefineLesionsd", "load_lesion_stage"]
+__all__ = ["stage_inputs", "host_box", "window_logits", "lesion_mask", "LesionStage", "RefineLesionsd",
+           "load_lesion_stage"]
 
 logger = logging.getLogger(__name__)
 NUM_INPUTS = 3
@@ -64,6 +65,14 @@ def host_box(host: np.ndarray, margin: int) -> tuple[slice, ...] | None:
         return None
     return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + 1 + margin, n))
                  for i, n in zip(idx, host.shape))
+
+
+def window_logits(network: torch.nn.Module, x: torch.Tensor, roi_size: Sequence[int], sw_batch_size: int,
+                  overlap: float) -> torch.Tensor:
+    """The stage network over a box ``x`` ``[1, 3, *box]`` in sliding windows of the training crop size, Gaussian
+    blending: how inference runs it, and how training mines its false peaks, so both see the same logits."""
+    return sliding_window_inference(x, tuple(int(r) for r in roi_size), int(sw_batch_size), network,
+                                    overlap=overlap, mode="gaussian", padding_mode="constant")
 
 
 def lesion_mask(prob: np.ndarray, threshold: float, host: np.ndarray, spacing_mm: Sequence[float],
@@ -126,8 +135,7 @@ class LesionStage:
         return box, (logits[0] / (1 + len(self.flips))).float().cpu().numpy()
 
     def _windows(self, x: torch.Tensor) -> torch.Tensor:
-        return sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.network,
-                                        overlap=self.overlap, mode="gaussian", padding_mode="constant")
+        return window_logits(self.network, x, self.roi_size, self.sw_batch_size, self.overlap)
 
     def probabilities(self, hu: np.ndarray, host_masks: Mapping[int, np.ndarray],
                       wanted: Sequence[int] | None = None) -> dict[int, np.ndarray]:

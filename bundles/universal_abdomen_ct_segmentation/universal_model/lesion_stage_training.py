@@ -40,14 +40,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
-from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 from tqdm import tqdm
 
 from .calibration import case_level_auc, choose_threshold, detection_curve, plot_detection_curves
 from .io import load_weights
 from .label_space import classes as ls_classes
-from .lesion_stage import LesionStage, host_box, lesion_mask, stage_inputs
+from .lesion_stage import LesionStage, host_box, lesion_mask, stage_inputs, window_logits
 from .postprocess import restrict_lesions, voxel_spacing_mm, voxel_volume_mm3
 from .writer import atomic_write
 
@@ -209,8 +208,7 @@ class CropSampler:
         for i in chosen:
             x, _, valid, host = self.boxes.items[int(i)]
             inputs = torch.from_numpy(x.astype(np.float32))[None].to(device)
-            logits = sliding_window_inference(inputs, tuple(int(r) for r in self.roi), 8, network, overlap=overlap,
-                                              mode="gaussian", padding_mode="constant")[0].cpu().numpy()
+            logits = window_logits(network, inputs, self.roi, 8, overlap)[0].cpu().numpy()
             region = ndi.binary_dilation(host > 0, np.ones((3, 3, 3), bool))
             peak_map = np.where(region, logits[np.asarray(valid) > 0].max(0), -np.inf)
             peak = np.unravel_index(int(np.argmax(peak_map)), peak_map.shape)
